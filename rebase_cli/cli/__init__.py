@@ -1,0 +1,1 @@
+"""Typer commands: parse arguments, call a service, render. No logic worth testing lives here."""

@@ -1,0 +1,74 @@
+"""Opening a database: resolve the path, create the engine, migrate, and map driver errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session
+
+from rebase_cli.errors import StoreError
+from rebase_cli.store.engine import create_sqlite_engine, describe_sqlite_error, writer
+from rebase_cli.store.migrate import upgrade_to_head
+
+
+class Database:
+    """An open, migrated database. Sessions come from `read()` and `write()`; each `write()`
+    block is one transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any exception)."""
+
+    def __init__(self, path: Path, engine: Engine) -> None:
+        self.path = path
+        self.engine = engine
+        self._writer = writer(engine)
+
+    @classmethod
+    def open(cls, path: Path, *, migrate: bool = True) -> Database:
+        """Open `path`, creating and migrating it to the latest schema unless `migrate` is off."""
+        path = Path(path)
+        if path.exists() and path.is_dir():
+            raise StoreError(f"{path} is a folder, not a database file", "pass a file with --db")
+        if not path.parent.exists():
+            raise StoreError(
+                f"folder {path.parent} does not exist", "create it or pass another --db"
+            )
+        engine = create_sqlite_engine(path)
+        try:
+            if migrate:
+                upgrade_to_head(engine, path)
+            else:
+                with engine.connect():
+                    pass
+        except DBAPIError as exc:
+            engine.dispose()
+            raise describe_sqlite_error(path, exc) from None
+        except StoreError:
+            engine.dispose()
+            raise
+        return cls(path, engine)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._translate(), Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with (
+            self._translate(),
+            Session(self._writer, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except DBAPIError as exc:
+            raise describe_sqlite_error(self.path, exc) from None
+
+    def close(self) -> None:
+        self.engine.dispose()

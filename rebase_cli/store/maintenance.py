@@ -1,0 +1,52 @@
+"""Database-level operations: status figures and online backup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+
+from rebase_cli.errors import StoreError
+from rebase_cli.store.database import Database
+from rebase_cli.store.migrate import current_revision, head_revision
+
+COUNTED_TABLES = ("run", "problem", "node", "allocation", "server", "grade")
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    path: str
+    revision: str | None
+    head: str
+    size_bytes: int
+    rows: dict[str, int]
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.revision == self.head
+
+
+def database_status(db: Database) -> DatabaseStatus:
+    """Revision, size and row counts, read in one transaction."""
+    with db.read() as session:
+        connection = session.connection()
+        revision = current_revision(connection)
+        rows = {
+            table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in COUNTED_TABLES
+        }
+    size = db.path.stat().st_size if db.path.exists() else 0
+    return DatabaseStatus(str(db.path), revision, head_revision(), size, rows)
+
+
+def backup(db: Database, destination: Path) -> Path:
+    """A consistent copy of the live database via `VACUUM INTO` (safe while others write)."""
+    destination = Path(destination)
+    if destination.exists():
+        raise StoreError(f"{destination} already exists", "choose a new file name for the backup")
+    if not destination.parent.exists():
+        raise StoreError(f"folder {destination.parent} does not exist", "create it first")
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql("VACUUM INTO ?", (str(destination),))
+    return destination

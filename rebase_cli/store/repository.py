@@ -1,0 +1,365 @@
+"""Runs, problems and trees. Each public function is exactly one transaction."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, update
+from sqlmodel import Session, col, select
+
+from rebase_cli.domain import LevelCommit, Problem, ProblemStatus, RunStatus
+from rebase_cli.errors import NotFoundError, RunLockedError, StoreError
+from rebase_cli.store.database import Database
+from rebase_cli.store.models import AllocationRow, NodeRow, ProblemRow, Run, utcnow
+
+_RUN_REF = re.compile(r"^(?:run-)?(\d+)$")
+
+
+# ----------------------------------------------------------------------------------- runs
+
+
+def create_run(db: Database, run: Run) -> Run:
+    """Insert a run; a duplicate name is a StoreError naming the clash."""
+    with db.write() as session:
+        if run.name is not None:
+            clash = session.exec(select(Run).where(Run.name == run.name)).first()
+            if clash is not None:
+                raise StoreError(
+                    f"a run named {run.name!r} already exists (run-{clash.id})",
+                    "choose another --name, or resume it with --run " + f"run-{clash.id}",
+                )
+        session.add(run)
+        session.flush()
+        session.refresh(run)
+        return run
+
+
+def resolve_run(db: Database, ref: str) -> Run:
+    """Find a run by `run-42`, `42`, its name, or `latest`."""
+    with db.read() as session:
+        return _resolve_run(session, ref)
+
+
+def _resolve_run(session: Session, ref: str) -> Run:
+    ref = ref.strip()
+    run: Run | None
+    if ref == "latest":
+        run = session.exec(select(Run).order_by(col(Run.id).desc())).first()
+    elif match := _RUN_REF.match(ref):
+        run = session.get(Run, int(match.group(1)))
+        if run is None:
+            run = session.exec(select(Run).where(Run.name == ref)).first()
+    else:
+        run = session.exec(select(Run).where(Run.name == ref)).first()
+    if run is None:
+        raise NotFoundError(f"no run {ref!r} in {_db_name(session)}", "list runs with `rebase runs`")
+    return run
+
+
+def _db_name(session: Session) -> str:
+    bind = session.get_bind()
+    return str(getattr(bind, "url", "the database")).removeprefix("sqlite:///")
+
+
+def list_runs(db: Database) -> list[tuple[Run, dict[str, int]]]:
+    """Every run with its problem counts by status, newest first."""
+    with db.read() as session:
+        runs = session.exec(select(Run).order_by(col(Run.id).desc())).all()
+        rows = session.exec(
+            select(ProblemRow.run_id, ProblemRow.status, func.count()).group_by(
+                ProblemRow.run_id, ProblemRow.status
+            )
+        ).all()
+    counts: dict[int, dict[str, int]] = {}
+    for run_id, status, count in rows:
+        counts.setdefault(run_id, {})[status] = count
+    return [(run, counts.get(run.id or 0, {})) for run in runs]
+
+
+def find_resumable(db: Database, fingerprint: str) -> Run | None:
+    """The newest run with this fingerprint that is not done."""
+    with db.read() as session:
+        return session.exec(
+            select(Run)
+            .where(Run.fingerprint == fingerprint, Run.status != RunStatus.DONE.value)
+            .order_by(col(Run.id).desc())
+        ).first()
+
+
+def set_run_status(db: Database, run_id: int, status: RunStatus, *, wall_seconds: float = 0.0):
+    """Set a run's status and add `wall_seconds` to its wall time."""
+    with db.write() as session:
+        session.exec(
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(
+                status=status.value,
+                updated_at=utcnow(),
+                wall_seconds=Run.wall_seconds + wall_seconds,
+            )
+        )
+
+
+def set_run_capabilities(db: Database, run_id: int, capabilities: dict) -> None:
+    """Record what the servers of a run support (n>1, matched_stop, ...)."""
+    with db.write() as session:
+        session.exec(
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(capabilities_json=json.dumps(capabilities, sort_keys=True))
+        )
+
+
+def delete_run(db: Database, run_id: int) -> None:
+    """Delete a run and everything under it (foreign keys cascade)."""
+    with db.write() as session:
+        deleted = session.exec(delete(Run).where(col(Run.id) == run_id))
+        if deleted.rowcount == 0:
+            raise NotFoundError(f"no run run-{run_id}", "list runs with `rebase runs`")
+
+
+# ---------------------------------------------------------------------------------- lease
+
+
+def acquire_lease(db: Database, run_id: int, owner: str, ttl: timedelta) -> None:
+    """Take the run's lease unless another owner holds one that has not expired.
+
+    A process that dies leaves its lease behind; it expires `ttl` after the last heartbeat and is
+    then taken over."""
+    now = utcnow()
+    with db.write() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFoundError(f"no run run-{run_id}", "list runs with `rebase runs`")
+        held = run.lease_owner not in (None, owner) and (
+            run.lease_expires_at is not None and run.lease_expires_at > now
+        )
+        if held:
+            left = int((run.lease_expires_at - now).total_seconds()) + 1
+            raise RunLockedError(
+                f"run-{run_id} is being searched by another process ({run.lease_owner})",
+                f"wait for it to finish, or if it was killed retry in {left}s when its lease "
+                "expires",
+            )
+        run.lease_owner = owner
+        run.lease_expires_at = now + ttl
+        run.status = RunStatus.RUNNING.value
+        run.updated_at = now
+        session.add(run)
+
+
+def renew_lease(db: Database, run_id: int, owner: str, ttl: timedelta) -> bool:
+    """Extend our lease; False if another owner took it over meanwhile."""
+    with db.write() as session:
+        result = session.exec(
+            update(Run)
+            .where(col(Run.id) == run_id, col(Run.lease_owner) == owner)
+            .values(lease_expires_at=utcnow() + ttl)
+        )
+        return result.rowcount == 1
+
+
+def release_lease(db: Database, run_id: int, owner: str) -> None:
+    with db.write() as session:
+        session.exec(
+            update(Run)
+            .where(col(Run.id) == run_id, col(Run.lease_owner) == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+
+
+# ------------------------------------------------------------------------------- problems
+
+
+def add_problems(db: Database, run_id: int, problems: Iterable[Problem]) -> int:
+    """Insert the run's problems that are not there yet (by dataset index); returns how many."""
+    with db.write() as session:
+        existing = set(
+            session.exec(select(ProblemRow.dataset_index).where(ProblemRow.run_id == run_id)).all()
+        )
+        added = 0
+        for problem in problems:
+            if problem.index in existing:
+                continue
+            session.add(
+                ProblemRow(
+                    run_id=run_id,
+                    dataset_index=problem.index,
+                    source_id=problem.source_id,
+                    question=problem.question,
+                    reference_answer=problem.reference_answer,
+                    subject=problem.subject,
+                    level=problem.level,
+                )
+            )
+            added += 1
+        return added
+
+
+def problems_of_run(db: Database, run_id: int, statuses: Sequence[str] | None = None):
+    """The run's problems in dataset order, optionally only those with one of `statuses`."""
+    with db.read() as session:
+        query = select(ProblemRow).where(ProblemRow.run_id == run_id)
+        if statuses is not None:
+            query = query.where(col(ProblemRow.status).in_(list(statuses)))
+        return list(session.exec(query.order_by(ProblemRow.dataset_index)).all())
+
+
+def get_problem(db: Database, run_id: int, dataset_index: int) -> ProblemRow:
+    with db.read() as session:
+        row = session.exec(
+            select(ProblemRow).where(
+                ProblemRow.run_id == run_id, ProblemRow.dataset_index == dataset_index
+            )
+        ).first()
+    if row is None:
+        raise NotFoundError(
+            f"run-{run_id} has no problem with dataset index {dataset_index}",
+            f"see `rebase runs show run-{run_id}`",
+        )
+    return row
+
+
+def mark_problem_running(db: Database, problem_id: int) -> None:
+    with db.write() as session:
+        session.exec(
+            update(ProblemRow)
+            .where(col(ProblemRow.id) == problem_id)
+            .values(
+                status=ProblemStatus.RUNNING.value,
+                started_at=func.coalesce(ProblemRow.started_at, utcnow()),
+            )
+        )
+
+
+def reset_unfinished(db: Database, run_id: int) -> None:
+    """Set problems left `running` by a dead process back to pending (their committed levels
+    stay; the next level is redone) and clear failures so a resume retries them."""
+    with db.write() as session:
+        session.exec(
+            update(ProblemRow)
+            .where(
+                ProblemRow.run_id == run_id,
+                col(ProblemRow.status).in_(
+                    [ProblemStatus.RUNNING.value, ProblemStatus.FAILED.value]
+                ),
+            )
+            .values(status=ProblemStatus.PENDING.value, error=None)
+        )
+
+
+def fail_problem(db: Database, problem_id: int, error: str) -> None:
+    """Mark a problem failed with its error; its committed levels stay."""
+    with db.write() as session:
+        session.exec(
+            update(ProblemRow)
+            .where(col(ProblemRow.id) == problem_id)
+            .values(status=ProblemStatus.FAILED.value, error=error, finished_at=utcnow())
+        )
+
+
+# ---------------------------------------------------------------------------------- trees
+
+
+def load_tree(db: Database, problem_id: int) -> list[NodeRow]:
+    """All nodes of a problem ordered by (depth, ordinal)."""
+    with db.read() as session:
+        return list(
+            session.exec(
+                select(NodeRow)
+                .where(NodeRow.problem_id == problem_id)
+                .order_by(NodeRow.depth, NodeRow.ordinal)
+            ).all()
+        )
+
+
+def load_allocations(db: Database, problem_id: int) -> list[AllocationRow]:
+    with db.read() as session:
+        return list(
+            session.exec(
+                select(AllocationRow)
+                .where(AllocationRow.problem_id == problem_id)
+                .order_by(AllocationRow.depth, AllocationRow.id)
+            ).all()
+        )
+
+
+def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: float = 0.0) -> None:
+    """Persist one depth step of one problem atomically.
+
+    Writes the level's nodes, the allocation that produced them (against the parents at
+    depth - 1), the problem's counters and `depth_completed = level.depth`, and when
+    `level.finished` its final status. Refuses a level that is not the next one, so a replayed
+    level can never duplicate nodes."""
+    with db.write() as session:
+        problem = session.get(ProblemRow, problem_id)
+        if problem is None:
+            raise NotFoundError(f"no problem with id {problem_id}")
+        if level.depth != problem.depth_completed + 1:
+            raise StoreError(
+                f"level {level.depth} of problem {problem_id} does not follow committed level "
+                f"{problem.depth_completed}"
+            )
+        parents: dict[int, int] = {}
+        if level.depth > 0:
+            rows = session.exec(
+                select(NodeRow.ordinal, NodeRow.id).where(
+                    NodeRow.problem_id == problem_id, NodeRow.depth == level.depth - 1
+                )
+            ).all()
+            parents = {ordinal: node_id for ordinal, node_id in rows}
+        for parent_ordinal, weight, children in level.allocations:
+            session.add(
+                AllocationRow(
+                    problem_id=problem_id,
+                    depth=level.depth - 1,
+                    node_id=parents[parent_ordinal],
+                    weight=weight,
+                    children=children,
+                )
+            )
+        for node in level.nodes:
+            session.add(
+                NodeRow(
+                    problem_id=problem_id,
+                    parent_id=None if node.parent_ordinal is None else parents[node.parent_ordinal],
+                    depth=node.depth,
+                    ordinal=node.ordinal,
+                    text=node.text,
+                    score=node.score,
+                    path_tokens=node.path_tokens,
+                    prompt_tokens=node.prompt_tokens,
+                    completion_tokens=node.completion_tokens,
+                    finish_reason=node.finish_reason,
+                    terminal=node.terminal,
+                    terminal_reason=node.terminal_reason.value if node.terminal_reason else None,
+                    answer=node.answer,
+                    seed=node.seed,
+                )
+            )
+        c = level.counters
+        problem.depth_completed = level.depth
+        problem.policy_prompt_tokens += c.policy_prompt_tokens
+        problem.policy_completion_tokens += c.policy_completion_tokens
+        problem.reward_tokens += c.reward_tokens
+        problem.policy_requests += c.policy_requests
+        problem.reward_requests += c.reward_requests
+        problem.retries += c.retries
+        problem.elapsed_seconds += elapsed
+        if problem.started_at is None:
+            problem.started_at = utcnow()
+        if level.finished:
+            problem.status = (
+                ProblemStatus.FAILED.value if level.error else ProblemStatus.DONE.value
+            )
+            problem.error = level.error
+            problem.finished_at = utcnow()
+        session.add(problem)
+
+
+def touch_run(db: Database, run_id: int, when: datetime | None = None) -> None:
+    with db.write() as session:
+        session.exec(update(Run).where(col(Run.id) == run_id).values(updated_at=when or utcnow()))

@@ -1,0 +1,150 @@
+"""Repository calls are transactions: a level commits whole or not at all."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from rebase_cli.domain import LevelCommit, LevelCounters, NewNode, Problem, TerminalReason
+from rebase_cli.errors import NotFoundError, RunLockedError, StoreError
+from rebase_cli.store import repository as repo
+from rebase_cli.store.database import Database
+from rebase_cli.store.models import Run
+
+
+def _run(db: Database, name: str | None = None) -> Run:
+    return repo.create_run(
+        db,
+        Run(
+            name=name,
+            method="rebase",
+            dataset="gsm8k",
+            dataset_sha256="x",
+            budget=4,
+            config_json="{}",
+            fingerprint="fp",
+        ),
+    )
+
+
+def _problem_id(db: Database, run: Run) -> int:
+    repo.add_problems(db, run.id, [Problem(0, "p0", "What is 1+1?", "2")])
+    return repo.problems_of_run(db, run.id)[0].id
+
+
+def _root() -> LevelCommit:
+    return LevelCommit(depth=0, nodes=(NewNode(0, 0, None, "", 1.0, 0),))
+
+
+def _level_one(fail_on: int | None = None) -> LevelCommit:
+    nodes = tuple(
+        NewNode(1, i, 0, f"Step 1: {i}", 0.5, 5, 10, 5)
+        if i != fail_on
+        else NewNode(1, i, 99, "orphan", 0.5, 5)  # parent ordinal 99 does not exist
+        for i in range(3)
+    )
+    return LevelCommit(
+        depth=1,
+        nodes=nodes,
+        allocations=((0, 1.0, 3),),
+        counters=LevelCounters(policy_prompt_tokens=10, policy_completion_tokens=15),
+    )
+
+
+def _count(db: Database, table: str) -> int:
+    with db.read() as session:
+        return session.connection().execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def test_level_commit_writes_nodes_allocation_and_counters(db: Database) -> None:
+    run = _run(db)
+    pid = _problem_id(db, run)
+    repo.commit_level(db, pid, _root())
+    repo.commit_level(db, pid, _level_one())
+    tree = repo.load_tree(db, pid)
+    assert [(n.depth, n.ordinal) for n in tree] == [(0, 0), (1, 0), (1, 1), (1, 2)]
+    assert all(n.parent_id == tree[0].id for n in tree[1:])
+    allocations = repo.load_allocations(db, pid)
+    assert [(a.depth, a.node_id, a.children) for a in allocations] == [(0, tree[0].id, 3)]
+    problem = repo.problems_of_run(db, run.id)[0]
+    assert problem.depth_completed == 1
+    assert problem.policy_completion_tokens == 15
+
+
+def test_interrupted_level_commit_leaves_nothing_behind(db: Database) -> None:
+    pid = _problem_id(db, _run(db))
+    repo.commit_level(db, pid, _root())
+    before = (_count(db, "node"), _count(db, "allocation"))
+    with pytest.raises(KeyError):
+        repo.commit_level(db, pid, _level_one(fail_on=2))  # fails after two nodes were added
+    assert (_count(db, "node"), _count(db, "allocation")) == before
+    assert repo.problems_of_run(db, 1)[0].depth_completed == 0
+    repo.commit_level(db, pid, _level_one())  # the level can then be committed cleanly
+    assert _count(db, "node") == 4
+
+
+def test_exception_inside_a_write_transaction_rolls_back(db: Database) -> None:
+    run = _run(db)
+    with pytest.raises(RuntimeError), db.write() as session:
+        session.add(Run(**{**run.model_dump(), "id": None, "name": "second"}))
+        session.flush()
+        raise RuntimeError("crash midway")
+    assert _count(db, "run") == 1
+
+
+def test_a_level_that_does_not_follow_is_refused(db: Database) -> None:
+    pid = _problem_id(db, _run(db))
+    repo.commit_level(db, pid, _root())
+    repo.commit_level(db, pid, _level_one())
+    with pytest.raises(StoreError, match="does not follow"):
+        repo.commit_level(db, pid, _level_one())
+    assert _count(db, "node") == 4
+
+
+def test_finished_level_sets_status(db: Database) -> None:
+    pid = _problem_id(db, _run(db))
+    repo.commit_level(db, pid, _root())
+    level = LevelCommit(
+        depth=1,
+        nodes=(NewNode(1, 0, 0, "The answer is: 2", 0.9, 6, terminal_reason=TerminalReason.ANSWER,
+                       answer="2"),),
+        allocations=((0, 1.0, 1),),
+        finished=True,
+    )  # fmt: skip
+    repo.commit_level(db, pid, level)
+    assert repo.problems_of_run(db, 1, statuses=["done"])[0].id == pid
+
+
+def test_resolve_run_by_id_name_and_latest(db: Database) -> None:
+    first = _run(db, "alpha")
+    second = _run(db)
+    assert repo.resolve_run(db, f"run-{first.id}").id == first.id
+    assert repo.resolve_run(db, str(second.id)).id == second.id
+    assert repo.resolve_run(db, "alpha").id == first.id
+    assert repo.resolve_run(db, "latest").id == second.id
+    with pytest.raises(NotFoundError, match="no run 'run-99'"):
+        repo.resolve_run(db, "run-99")
+
+
+def test_duplicate_run_name_is_refused(db: Database) -> None:
+    _run(db, "alpha")
+    with pytest.raises(StoreError, match="already exists"):
+        _run(db, "alpha")
+
+
+def test_lease_refuses_a_second_owner_until_it_expires(db: Database) -> None:
+    run = _run(db)
+    repo.acquire_lease(db, run.id, "owner-a", timedelta(seconds=30))
+    with pytest.raises(RunLockedError):
+        repo.acquire_lease(db, run.id, "owner-b", timedelta(seconds=30))
+    repo.acquire_lease(db, run.id, "owner-a", timedelta(seconds=30))  # re-entrant
+
+
+def test_stale_lease_of_a_dead_owner_is_taken_over(db: Database) -> None:
+    run = _run(db)
+    repo.acquire_lease(db, run.id, "dead-owner", timedelta(seconds=-1))  # expired heartbeat
+    repo.acquire_lease(db, run.id, "new-owner", timedelta(seconds=30))
+    assert not repo.renew_lease(db, run.id, "dead-owner", timedelta(seconds=30))
+    assert repo.renew_lease(db, run.id, "new-owner", timedelta(seconds=30))
