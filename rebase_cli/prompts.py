@@ -95,7 +95,9 @@ def builtin_names() -> list[str]:
     """Names of the templates shipped with rebase."""
     folder = resources.files("rebase_cli") / "templates"
     return sorted(
-        entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml")
+        entry.name.removesuffix(".yaml")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yaml")
     )
 
 
@@ -152,7 +154,9 @@ def template_from_mapping(data: object, origin: str) -> PromptTemplate:
         try:
             re.compile(data["answer_regex"])
         except re.error as exc:
-            raise ConfigError(f"{origin}: answer_regex does not compile ({exc})", "fix it") from None
+            raise ConfigError(
+                f"{origin}: answer_regex does not compile ({exc})", "fix it"
+            ) from None
     try:
         return PromptTemplate(**data, prm=PrmFormat(**prm_data))
     except TypeError as exc:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from rebase_cli import __version__
@@ -21,7 +22,11 @@ class ErrorBoundaryGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except RebaseError as exc:
-            common.err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+            # escape: messages hold literal brackets (`pip install 'rebase-cli[sglang]'`);
+            # soft_wrap: the message stays one line for scripts and logs.
+            common.err_console.print(
+                f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -68,9 +73,13 @@ def _register() -> None:
         db_cmd,
         grade_cmd,
         report_cmd,
+        runs_cmd,
+        search_cmd,
         serve_cmd,
     )
 
+    app.command("search")(search_cmd.search)
+    app.add_typer(runs_cmd.app, name="runs")
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(datasets_cmd.app, name="datasets")
     app.add_typer(serve_cmd.app, name="serve")

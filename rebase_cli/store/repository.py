@@ -55,7 +55,9 @@ def _resolve_run(session: Session, ref: str) -> Run:
     else:
         run = session.exec(select(Run).where(Run.name == ref)).first()
     if run is None:
-        raise NotFoundError(f"no run {ref!r} in {_db_name(session)}", "list runs with `rebase runs`")
+        raise NotFoundError(
+            f"no run {ref!r} in {_db_name(session)}", "list runs with `rebase runs`"
+        )
     return run
 
 
@@ -352,9 +354,7 @@ def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: flo
         if problem.started_at is None:
             problem.started_at = utcnow()
         if level.finished:
-            problem.status = (
-                ProblemStatus.FAILED.value if level.error else ProblemStatus.DONE.value
-            )
+            problem.status = ProblemStatus.FAILED.value if level.error else ProblemStatus.DONE.value
             problem.error = level.error
             problem.finished_at = utcnow()
         session.add(problem)
@@ -363,3 +363,60 @@ def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: flo
 def touch_run(db: Database, run_id: int, when: datetime | None = None) -> None:
     with db.write() as session:
         session.exec(update(Run).where(col(Run.id) == run_id).values(updated_at=when or utcnow()))
+
+
+def finish_problem(db: Database, problem_id: int, elapsed: float = 0.0) -> None:
+    """Mark a problem done after its search stopped (no more levels to commit)."""
+    with db.write() as session:
+        session.exec(
+            update(ProblemRow)
+            .where(col(ProblemRow.id) == problem_id)
+            .values(
+                status=ProblemStatus.DONE.value,
+                error=None,
+                finished_at=utcnow(),
+                elapsed_seconds=ProblemRow.elapsed_seconds + elapsed,
+            )
+        )
+
+
+def run_totals(db: Database, run_id: int) -> dict[str, int]:
+    """Problem counts by status, node count and token/request/retry sums of a run."""
+    with db.read() as session:
+        connection = session.connection()
+        by_status = dict(
+            connection.exec_driver_sql(
+                "SELECT status, count(*) FROM problem WHERE run_id = ? GROUP BY status", (run_id,)
+            ).all()
+        )
+        sums = connection.exec_driver_sql(
+            "SELECT coalesce(sum(policy_prompt_tokens), 0), "
+            "coalesce(sum(policy_completion_tokens), 0), coalesce(sum(reward_tokens), 0), "
+            "coalesce(sum(policy_requests), 0), coalesce(sum(reward_requests), 0), "
+            "coalesce(sum(retries), 0) FROM problem WHERE run_id = ?",
+            (run_id,),
+        ).one()
+        nodes = connection.exec_driver_sql(
+            "SELECT count(*) FROM node JOIN problem ON node.problem_id = problem.id "
+            "WHERE problem.run_id = ?",
+            (run_id,),
+        ).scalar_one()
+        answers = connection.exec_driver_sql(
+            "SELECT count(*) FROM node JOIN problem ON node.problem_id = problem.id "
+            "WHERE problem.run_id = ? AND node.answer IS NOT NULL",
+            (run_id,),
+        ).scalar_one()
+    return {
+        "problems": sum(by_status.values()),
+        "done": by_status.get("done", 0),
+        "failed": by_status.get("failed", 0),
+        "pending": by_status.get("pending", 0) + by_status.get("running", 0),
+        "nodes": nodes,
+        "finished_answers": answers,
+        "policy_prompt_tokens": sums[0],
+        "policy_completion_tokens": sums[1],
+        "reward_tokens": sums[2],
+        "policy_requests": sums[3],
+        "reward_requests": sums[4],
+        "retries": sums[5],
+    }

@@ -1,0 +1,3 @@
+"""Warnings every output format must show."""
+
+SIMULATED_LABEL = "SIMULATED — synthetic accuracy"

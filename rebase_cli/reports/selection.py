@@ -1,0 +1,177 @@
+"""Answer-selection rules over the finished answers of many problems at once (pure numpy).
+
+Rules (`RULES`, in report order):
+
+- `majority`: the answer group with the most finished answers.
+- `weighted_<agg>`: the group with the largest sum of path scores, the score of a path being
+  its step scores aggregated by `agg` (last, min, prod or mean; see `aggregates.py`).
+- `best_of_n_<agg>`: the single answer with the largest aggregated path score.
+- `pass_at_n`: whether any finished answer is correct (an upper bound, not a selection).
+
+Answer groups: two answers vote together when `normalize_answer` maps them to the same string
+(whitespace, wrapping `$`/`\\boxed{}`, `\\text{}`, thousands separators and trailing zeros are
+dropped). That is cheap and exact for the numeric answers of GSM8K; for MATH it may split
+answers a symbolic grader would call equal (`\\frac12` vs `0.5`), which only matters when such a
+split changes the winner.
+
+Ties, deterministic: answers are given in tie order, which the report makes (depth, ordinal) of
+the answer's node, i.e. generation order. Among tied groups the winner is the group whose first
+answer comes first; among tied answers (best-of-N) the first answer wins. Scores and vote sums are
+compared after rounding to 12 decimal places, so sums that differ only by floating-point error
+tie. A chosen group is correct when its first answer is (all answers of a group normally get the
+same verdict). A NaN score counts as -inf. A problem without finished answers is wrong under
+every rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+
+AGGREGATES = ("last", "min", "prod", "mean")
+RULES = (
+    "majority",
+    *(f"weighted_{agg}" for agg in AGGREGATES),
+    *(f"best_of_n_{agg}" for agg in AGGREGATES),
+    "pass_at_n",
+)
+RULE_LABELS = {
+    "majority": "majority vote",
+    **{f"weighted_{a}": f"weighted vote ({a})" for a in AGGREGATES},
+    **{f"best_of_n_{a}": f"best-of-N ({a})" for a in AGGREGATES},
+    "pass_at_n": "pass@N (any correct)",
+}
+SHORT_LABELS = {
+    "majority": "maj",
+    **{f"weighted_{a}": f"w-{a}" for a in AGGREGATES},
+    **{f"best_of_n_{a}": f"bo-{a}" for a in AGGREGATES},
+    "pass_at_n": "pass@N",
+}
+_DECIMALS = 12
+
+_SPACING = re.compile(r"\\[!,;: ]|\\(?:left|right)(?![A-Za-z])|\s+")
+_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
+
+
+def normalize_answer(answer: str) -> str:
+    """The voting key of an extracted answer (see the module docstring)."""
+    text = answer.strip()
+    for opening, closing in (("$$", "$$"), ("$", "$"), ("\\boxed{", "}")):
+        long_enough = len(text) >= len(opening) + len(closing)
+        if long_enough and text.startswith(opening) and text.endswith(closing):
+            text = text[len(opening) : len(text) - len(closing)].strip()
+    text = _TEXT.sub(r"\1", text)
+    text = _SPACING.sub("", text)
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("−", "-")
+    text = text.rstrip(".")
+    if _THOUSANDS.match(text):
+        text = text.replace(",", "")
+    if _PLAIN_NUMBER.match(text):
+        try:
+            number = Decimal(text).normalize()
+        except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
+            return text
+        text = format(number, "f")
+        if text == "-0":
+            text = "0"
+    return text
+
+
+@dataclass(frozen=True)
+class AnswerTable:
+    """Finished answers of many problems, flat.
+
+    Invariants: `problem` is non-decreasing (answers of a problem are contiguous) and, within a
+    problem, answers are in tie order; all arrays have the same length. `group` holds any integer
+    coding of the normalised answers that is consistent across the table; `scores` maps each
+    aggregate name to the aggregated path score of each answer."""
+
+    problem: np.ndarray  # int64
+    group: np.ndarray  # int64
+    correct: np.ndarray  # bool
+    scores: Mapping[str, np.ndarray]  # float64 each
+
+    def __len__(self) -> int:
+        return int(self.problem.shape[0])
+
+    def take(self, mask: np.ndarray) -> AnswerTable:
+        """The answers where `mask` holds, order kept (so the invariants still hold)."""
+        return AnswerTable(
+            self.problem[mask],
+            self.group[mask],
+            self.correct[mask],
+            {name: values[mask] for name, values in self.scores.items()},
+        )
+
+
+def select(table: AnswerTable, n_problems: int) -> dict[str, np.ndarray]:
+    """For every rule, a bool array over problems 0..n_problems-1: is the chosen answer correct."""
+    out = {rule: np.zeros(n_problems, dtype=bool) for rule in RULES}
+    if len(table) == 0:
+        return out
+    codes, representative, group_problem = _groups_by_first_occurrence(table)
+    correct = table.correct
+
+    votes = np.bincount(codes, minlength=representative.shape[0]).astype(np.float64)
+    winners = _segment_argmax(votes, group_problem, n_problems)
+    out["majority"] = _pick(correct, representative, winners)
+    for agg in AGGREGATES:
+        scores = _clean(table.scores[agg])
+        sums = np.bincount(codes, weights=scores, minlength=representative.shape[0])
+        winners = _segment_argmax(sums, group_problem, n_problems)
+        out[f"weighted_{agg}"] = _pick(correct, representative, winners)
+        best = _segment_argmax(scores, table.problem, n_problems)
+        out[f"best_of_n_{agg}"] = _pick(correct, np.arange(len(table)), best)
+    out["pass_at_n"] = np.bincount(table.problem, weights=correct, minlength=n_problems) > 0
+    return out
+
+
+def _groups_by_first_occurrence(table: AnswerTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-answer group codes numbered in order of each group's first answer, the index of
+    each group's first answer, and each group's problem.
+
+    Because answers are sorted by problem, numbering groups by first answer keeps the groups of
+    a problem contiguous and in tie order, which `_segment_argmax` relies on."""
+    span = int(table.group.max()) + 1
+    keys = table.problem.astype(np.int64) * span + table.group.astype(np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    representative = first[order]
+    return rank[inverse.reshape(-1)], representative, table.problem[representative]
+
+
+def _segment_argmax(values: np.ndarray, segment: np.ndarray, n_segments: int) -> np.ndarray:
+    """For each segment id 0..n_segments-1, the index of its first maximal value (-1 if empty).
+
+    `segment` must be non-decreasing. Values are rounded to `_DECIMALS` places first."""
+    winners = np.full(n_segments, -1, dtype=np.int64)
+    if values.shape[0] == 0:
+        return winners
+    rounded = np.round(values, _DECIMALS)
+    starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+    maxima = np.maximum.reduceat(rounded, starts)
+    lengths = np.diff(np.r_[starts, values.shape[0]])
+    is_max = rounded == np.repeat(maxima, lengths)
+    positions = np.where(is_max, np.arange(values.shape[0]), values.shape[0])
+    winners[segment[starts]] = np.minimum.reduceat(positions, starts)
+    return winners
+
+
+def _pick(correct: np.ndarray, representative: np.ndarray, winners: np.ndarray) -> np.ndarray:
+    """Correctness of each problem's winner (False where there is none)."""
+    chosen = np.zeros(winners.shape[0], dtype=bool)
+    has = winners >= 0
+    chosen[has] = correct[representative[winners[has]]]
+    return chosen
+
+
+def _clean(scores: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(scores), -np.inf, scores.astype(np.float64))

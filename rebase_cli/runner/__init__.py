@@ -1,0 +1,1 @@
+"""Search orchestration: configuration, run set-up and resume, the async level loop."""

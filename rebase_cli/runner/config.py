@@ -1,0 +1,145 @@
+"""The search configuration: defaults, the reference code's key names, validation, fingerprint.
+
+A config is assembled from defaults, then a YAML file, then command-line flags. The
+*semantic* fields (those that change what the search produces) define the fingerprint that
+`--resume` matches on; operational fields (concurrency, timeouts, limits) do not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rebase_cli.errors import ConfigError
+
+Method = Literal["rebase", "sample", "beam"]
+RewardProtocol = Literal["score", "classify", "pooling"]
+
+# Keys of the paper's reference code and their names here.
+REFERENCE_ALIASES = {
+    "width": "budget",
+    "softmax_temperature": "balance_temperature",
+    "num_samples": "budget",
+    "beam_width": "budget",
+    "expansion": "beam_expansion",
+    "max_new_tokens": "max_step_tokens",
+    "prompt_template": "template",
+}
+
+
+class SearchConfig(BaseModel):
+    """A fully resolved search configuration (immutable)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Method = "rebase"
+    budget: int = Field(ge=1, le=65536)
+    balance_temperature: float = Field(default=0.2, gt=0, le=1e6)
+    temperature: float = Field(default=1.0, ge=0, le=10)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_step_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    max_tokens: int = Field(default=1024, ge=1, le=10_000_000)
+    max_depth: int = Field(default=25, ge=1, le=10_000)
+    beam_expansion: int = Field(default=4, ge=1, le=65536)
+    template: str = "llemma-metamath"
+    reward_protocol: RewardProtocol = "score"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # Operational: not part of the fingerprint.
+    limit: int | None = Field(default=None, ge=1)
+    concurrency: int = Field(default=32, ge=1, le=100_000)
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    request_timeout: float = Field(default=120.0, gt=0, le=86_400)
+    max_retries: int = Field(default=6, ge=0, le=100)
+    server_wait: float = Field(default=300.0, ge=0, le=86_400)
+    policy_params: float | None = Field(default=None, gt=0)
+    reward_params: float | None = Field(default=None, gt=0)
+
+
+OPERATIONAL_KEYS = frozenset(
+    {
+        "limit",
+        "concurrency",
+        "max_in_flight",
+        "request_timeout",
+        "max_retries",
+        "server_wait",
+        "policy_params",
+        "reward_params",
+    }
+)
+KNOWN_KEYS = frozenset(SearchConfig.model_fields)
+
+
+def normalise_keys(raw: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Map reference-code names onto ours; unknown keys are a ConfigError with a suggestion."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = REFERENCE_ALIASES.get(str(key), str(key))
+        if name not in KNOWN_KEYS:
+            candidates = sorted(KNOWN_KEYS | set(REFERENCE_ALIASES))
+            close = difflib.get_close_matches(str(key), candidates, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see `rebase search --help`"
+            raise ConfigError(f"{origin}: unknown config key {key!r}", hint)
+        out[name] = value
+    return out
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """The key/value pairs of a YAML config file, with reference names mapped."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", "check the --config path")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())
+        raise ConfigError(f"{path} is not valid YAML ({first})", "fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of config keys", "e.g. `budget: 16`")
+    return normalise_keys(data, str(path))
+
+
+def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig:
+    """Validate merged values into a SearchConfig; errors name the key and the bad value."""
+    try:
+        return SearchConfig(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"]) or "config"
+        given = values.get(key, error.get("input"))
+        if error["type"] == "missing":
+            raise ConfigError(
+                f"{origin}: `{key}` is required", f"pass --{key.replace('_', '-')} N"
+            ) from None
+        raise ConfigError(
+            f"{origin}: invalid {key}={given!r}: {error['msg']}",
+            f"fix --{key.replace('_', '-')} or the config file",
+        ) from None
+
+
+def semantic_dict(config: SearchConfig) -> dict[str, Any]:
+    """The fields that determine the search's output."""
+    return {k: v for k, v in config.model_dump().items() if k not in OPERATIONAL_KEYS}
+
+
+def fingerprint(config: SearchConfig, dataset_sha256: str) -> str:
+    """sha256 of the canonical semantic config and the dataset's checksum."""
+    canonical = json.dumps(
+        {"config": semantic_dict(config), "dataset_sha256": dataset_sha256},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def differing_keys(stored: SearchConfig, wanted: SearchConfig) -> list[str]:
+    """Semantic keys whose values differ, as `key: stored → wanted` strings."""
+    a, b = semantic_dict(stored), semantic_dict(wanted)
+    return [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(a) if a[k] != b[k]]

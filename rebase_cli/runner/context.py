@@ -1,0 +1,80 @@
+"""What every problem search of a run shares: config, template, strategy, clients, sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from rebase_cli.domain import LevelCommit, StepBatch
+from rebase_cli.errors import ConfigError
+from rebase_cli.prompts import PromptTemplate
+from rebase_cli.runner.config import SearchConfig
+from rebase_cli.runner.steps import ended_at_delimiter
+from rebase_cli.search.base import Strategy
+from rebase_cli.store.database import Database
+from rebase_cli.store.models import ProblemRow
+
+
+class SearchEvents(Protocol):
+    """Progress notifications (the CLI draws a progress bar from them)."""
+
+    def started(self, problems: Sequence[ProblemRow]) -> None: ...
+
+    def level_committed(self, problem: ProblemRow, level: LevelCommit) -> None: ...
+
+    def problem_finished(self, problem: ProblemRow, status: str, error: str | None) -> None: ...
+
+
+class NoEvents:
+    def started(self, problems: Sequence[ProblemRow]) -> None:
+        pass
+
+    def level_committed(self, problem: ProblemRow, level: LevelCommit) -> None:
+        pass
+
+    def problem_finished(self, problem: ProblemRow, status: str, error: str | None) -> None:
+        pass
+
+
+class DelimiterMonitor:
+    """Detects a policy that never ends a step at the template's delimiter (a wrong template).
+
+    After `threshold` completions with no step end and no answer, the run stops with a hint
+    instead of burning the budget on paths that are one long step each."""
+
+    def __init__(self, threshold: int = 32) -> None:
+        self.threshold = threshold
+        self.completions = 0
+        self.step_ends = 0
+
+    def observe(self, batches: Sequence[StepBatch], template: PromptTemplate) -> None:
+        if self.step_ends:
+            return
+        for batch in batches:
+            for completion in batch.completions:
+                self.completions += 1
+                if ended_at_delimiter(completion, template) or (
+                    completion.finish_reason == "stop" and "answer" in completion.text.lower()
+                ):
+                    self.step_ends += 1
+        if self.completions >= self.threshold and self.step_ends == 0:
+            raise ConfigError(
+                f"the policy never ended a step with the delimiter {template.step_delimiter!r} "
+                f"of template {template.name!r} in {self.completions} completions",
+                "pick the template that matches the model with --template "
+                "(`rebase search --help` lists them)",
+            )
+
+
+@dataclass
+class SearchContext:
+    db: Database
+    run_id: int
+    config: SearchConfig
+    template: PromptTemplate
+    strategy: Strategy
+    policy: object
+    reward: object
+    events: SearchEvents
+    monitor: DelimiterMonitor

@@ -1,0 +1,279 @@
+"""The level loop of one problem: decide, expand, score, commit; resumable at any level.
+
+Invariant: the in-memory tree always equals the committed tree. A level is built entirely in
+memory and written by one `commit_level` transaction; if anything fails or is cancelled before
+that commit, nothing of the level exists and a resume redoes it with the same seeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rebase_cli.domain import (
+    LevelCommit,
+    LevelCounters,
+    LevelDecision,
+    NewNode,
+    NodeSnapshot,
+    ScoreBatch,
+    StepBatch,
+)
+from rebase_cli.prompts import PromptTemplate
+from rebase_cli.runner.context import SearchContext
+from rebase_cli.runner.seeds import request_seed
+from rebase_cli.runner.steps import classify_step
+from rebase_cli.store import repository as repo
+from rebase_cli.store.models import NodeRow, ProblemRow
+
+
+@dataclass
+class TreeNode:
+    """A committed node as the loop needs it; `prompt` is the policy prompt of its children."""
+
+    depth: int
+    ordinal: int
+    parent: TreeNode | None
+    text: str
+    score: float
+    path_tokens: int
+    terminal: bool
+    prompt: str
+    children: list[TreeNode] = field(default_factory=list)
+
+    def steps(self) -> list[str]:
+        """The step texts from depth 1 down to this node."""
+        out: list[str] = []
+        node: TreeNode | None = self
+        while node is not None and node.depth > 0:
+            out.append(node.text)
+            node = node.parent
+        return out[::-1]
+
+    def snapshot(self) -> NodeSnapshot:
+        # Ordinals are assigned in a deterministic order, so they serve as the tie-break key.
+        return NodeSnapshot(
+            key=self.ordinal,
+            depth=self.depth,
+            score=self.score,
+            terminal=self.terminal,
+            path_tokens=self.path_tokens,
+        )
+
+
+@dataclass
+class ProblemTree:
+    """The nodes of one problem by depth."""
+
+    levels: list[list[TreeNode]] = field(default_factory=list)
+
+    @property
+    def depth_completed(self) -> int:
+        return len(self.levels) - 1
+
+    def finished_before(self, depth: int, max_path_tokens: int) -> int:
+        """Nodes at depths < `depth` that were terminal or over the path token limit."""
+        return sum(
+            1
+            for level in self.levels[:depth]
+            for node in level
+            if node.terminal or node.path_tokens >= max_path_tokens
+        )
+
+
+def rebuild_tree(rows: Sequence[NodeRow], template: PromptTemplate, question: str) -> ProblemTree:
+    """The in-memory tree of committed rows ordered by (depth, ordinal)."""
+    tree = ProblemTree()
+    root_prompt = template.render(question)
+    by_id: dict[int, TreeNode] = {}
+    for row in rows:
+        parent = by_id.get(row.parent_id) if row.parent_id is not None else None
+        prompt = root_prompt if parent is None else template.extend(parent.prompt, row.text)
+        node = TreeNode(
+            depth=row.depth,
+            ordinal=row.ordinal,
+            parent=parent,
+            text=row.text,
+            score=row.score,
+            path_tokens=row.path_tokens,
+            terminal=row.terminal,
+            prompt=prompt,
+        )
+        if parent is not None:
+            parent.children.append(node)
+        by_id[row.id] = node
+        while len(tree.levels) <= row.depth:
+            tree.levels.append([])
+        tree.levels[row.depth].append(node)
+    return tree
+
+
+def level_counters(batches: Sequence[StepBatch], scores: Sequence[ScoreBatch]) -> LevelCounters:
+    """The usage a level adds to its problem's counters."""
+    return LevelCounters(
+        policy_prompt_tokens=sum(b.prompt_tokens for b in batches),
+        policy_completion_tokens=sum(b.completion_tokens for b in batches),
+        reward_tokens=sum(s.tokens for s in scores),
+        policy_requests=sum(b.requests for b in batches),
+        reward_requests=sum(s.requests for s in scores),
+        retries=sum(b.retries for b in batches) + sum(s.retries for s in scores),
+    )
+
+
+class ProblemSearch:
+    """Runs (or resumes) the search of one problem to completion."""
+
+    def __init__(self, ctx: SearchContext, problem: ProblemRow) -> None:
+        self.ctx = ctx
+        self.problem = problem
+        self.template = ctx.template
+        self.root_prompt = ctx.template.render(problem.question)
+
+    async def run(self) -> None:
+        ctx, problem = self.ctx, self.problem
+        started = time.monotonic()
+        await asyncio.to_thread(repo.mark_problem_running, ctx.db, problem.id)
+        rows = await asyncio.to_thread(repo.load_tree, ctx.db, problem.id)
+        tree = rebuild_tree(rows, self.template, problem.question)
+        if not tree.levels:
+            await self._commit(tree, self._root_level(), started)
+            started = time.monotonic()
+        while True:
+            depth = tree.depth_completed
+            frontier = tree.levels[depth]
+            decision = ctx.strategy.decide(
+                [node.snapshot() for node in frontier],
+                tree.finished_before(depth, ctx.config.max_tokens),
+                depth,
+            )
+            if decision.stop or decision.total_children == 0:
+                await asyncio.to_thread(
+                    repo.finish_problem, ctx.db, problem.id, time.monotonic() - started
+                )
+                return
+            level = await self._expand(frontier, decision)
+            await self._commit(tree, level, started)
+            started = time.monotonic()
+
+    def _root_level(self) -> LevelCommit:
+        root = NewNode(depth=0, ordinal=0, parent_ordinal=None, text="", score=1.0, path_tokens=0)
+        return LevelCommit(depth=0, nodes=(root,))
+
+    async def _expand(self, frontier: list[TreeNode], decision: LevelDecision) -> LevelCommit:
+        ctx = self.ctx
+        by_key = {node.ordinal: node for node in frontier}
+        parents = [
+            (by_key[e.key], e.children) for e in sorted(decision.expansions, key=lambda e: e.key)
+        ]
+        parents = [(node, n) for node, n in parents if n > 0]
+        batches: list[StepBatch] = await asyncio.gather(
+            *(self._request_steps(node, n) for node, n in parents)
+        )
+        ctx.monitor.observe(batches, self.template)
+        scores: list[ScoreBatch] = await asyncio.gather(
+            *(
+                ctx.reward.score(
+                    self.problem.question, node.steps(), [c.text for c in batch.completions]
+                )
+                for (node, _), batch in zip(parents, batches, strict=True)
+            )
+        )
+        return self._build_level(frontier[0].depth + 1, parents, batches, scores, decision)
+
+    async def _request_steps(self, node: TreeNode, n: int) -> StepBatch:
+        config = self.ctx.config
+        seed = request_seed(config.seed, self.problem.dataset_index, node.depth, node.ordinal)
+        left = max(1, config.max_tokens - node.path_tokens)
+        return await self.ctx.policy.expand(
+            node.prompt,
+            n,
+            stop=list(self.template.stop),
+            max_tokens=min(config.max_step_tokens, left),
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=seed,
+        )
+
+    def _build_level(
+        self,
+        depth: int,
+        parents: list[tuple[TreeNode, int]],
+        batches: list[StepBatch],
+        scores: list[ScoreBatch],
+        decision: LevelDecision,
+    ) -> LevelCommit:
+        """The level's nodes in deterministic order: parents by ordinal, then sample index."""
+        config = self.ctx.config
+        nodes: list[NewNode] = []
+        for (parent, _), batch, scored in zip(parents, batches, scores, strict=True):
+            seed = request_seed(
+                config.seed, self.problem.dataset_index, parent.depth, parent.ordinal
+            )
+            pairs = zip(batch.completions, scored.scores, strict=True)
+            for index, (completion, score) in enumerate(pairs):
+                path_tokens = parent.path_tokens + completion.completion_tokens
+                reason, answer = classify_step(
+                    completion,
+                    self.template,
+                    depth=depth,
+                    path_tokens=path_tokens,
+                    max_depth=config.max_depth,
+                    max_path_tokens=config.max_tokens,
+                )
+                nodes.append(
+                    NewNode(
+                        depth=depth,
+                        ordinal=len(nodes),
+                        parent_ordinal=parent.ordinal,
+                        text=completion.text,
+                        score=float(score),
+                        path_tokens=path_tokens,
+                        # The request's prompt tokens are counted once, on its first child.
+                        prompt_tokens=batch.prompt_tokens if index == 0 else 0,
+                        completion_tokens=completion.completion_tokens,
+                        finish_reason=completion.finish_reason,
+                        terminal_reason=reason,
+                        answer=answer,
+                        seed=seed,
+                    )
+                )
+        return LevelCommit(
+            depth=depth,
+            nodes=tuple(nodes),
+            allocations=tuple(
+                (e.key, float(e.weight), int(e.children)) for e in decision.expansions
+            ),
+            counters=level_counters(batches, scores),
+        )
+
+    async def _commit(self, tree: ProblemTree, level: LevelCommit, started: float) -> None:
+        await asyncio.to_thread(
+            repo.commit_level, self.ctx.db, self.problem.id, level, time.monotonic() - started
+        )
+        parents = tree.levels[level.depth - 1] if level.depth > 0 else []
+        by_ordinal = {node.ordinal: node for node in parents}
+        new_level = []
+        for new in level.nodes:
+            parent = by_ordinal.get(new.parent_ordinal) if new.parent_ordinal is not None else None
+            prompt = (
+                self.root_prompt
+                if parent is None
+                else self.template.extend(parent.prompt, new.text)
+            )
+            node = TreeNode(
+                depth=new.depth,
+                ordinal=new.ordinal,
+                parent=parent,
+                text=new.text,
+                score=new.score,
+                path_tokens=new.path_tokens,
+                terminal=new.terminal,
+                prompt=prompt,
+            )
+            if parent is not None:
+                parent.children.append(node)
+            new_level.append(node)
+        tree.levels.append(new_level)
+        self.ctx.events.level_committed(self.problem, level)

@@ -1,0 +1,167 @@
+"""Runs the problems of one run concurrently, under a lease, with progress events.
+
+Concurrency: `config.concurrency` problems are searched at once; inside a problem all
+expansions of a level are in flight together; the clients cap in-flight requests per endpoint.
+Cancellation (Ctrl-C) stops issuing requests; levels already committed stay, and a level in
+progress is simply never committed. The run is marked interrupted and can be resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from rebase_cli.domain import ProblemStatus, RunStatus
+from rebase_cli.errors import EndpointError, RebaseError, RunLockedError
+from rebase_cli.runner.context import SearchContext
+from rebase_cli.runner.problem_search import ProblemSearch
+from rebase_cli.store import repository as repo
+from rebase_cli.store.models import ProblemRow
+
+LEASE_TTL = timedelta(seconds=30)
+# A run whose problems keep failing on endpoint errors stops instead of failing them all.
+CONSECUTIVE_FAILURE_LIMIT = 5
+
+
+def lease_owner() -> str:
+    """An id for this process: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class RunOutcome:
+    """What a search session did; `interrupted` is set when it was cancelled."""
+
+    run_id: int
+    problems_total: int
+    problems_done: int = 0
+    problems_failed: int = 0
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+    aborted: str | None = None
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+class RunAborted(RebaseError):
+    """The run stopped because endpoints kept failing (e.g. a server that stays down)."""
+
+
+async def execute_run(ctx: SearchContext) -> RunOutcome:
+    """Search the run's unfinished problems and set the run's final status.
+
+    The lease is taken before anything else: only its holder may reset problems that a killed
+    process left `running` and continue them from their last committed level."""
+    owner = lease_owner()
+    await asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, LEASE_TTL)
+    await asyncio.to_thread(repo.reset_unfinished, ctx.db, ctx.run_id)
+    problems = await asyncio.to_thread(
+        repo.problems_of_run, ctx.db, ctx.run_id, [ProblemStatus.PENDING.value]
+    )
+    ctx.events.started(problems)
+    outcome = RunOutcome(run_id=ctx.run_id, problems_total=len(problems))
+    started = time.monotonic()
+    search = asyncio.create_task(_search_all(ctx, problems, outcome))
+    heartbeat = asyncio.create_task(_heartbeat(ctx, owner))
+    try:
+        # Whichever ends first decides: the search finishing, or the lease being lost.
+        await asyncio.wait([search, heartbeat], return_when=asyncio.FIRST_COMPLETED)
+        if heartbeat.done():
+            search.cancel()
+            await asyncio.gather(search, return_exceptions=True)
+            heartbeat.result()  # raises RunLockedError
+        search.result()
+    except asyncio.CancelledError:
+        outcome.interrupted = True
+        search.cancel()
+        await asyncio.gather(search, return_exceptions=True)
+    finally:
+        heartbeat.cancel()
+        outcome.wall_seconds = time.monotonic() - started
+        status = _final_status(ctx, outcome)
+        await asyncio.to_thread(_close_run, ctx, owner, status, outcome.wall_seconds)
+    return outcome
+
+
+def _final_status(ctx: SearchContext, outcome: RunOutcome) -> RunStatus:
+    if outcome.interrupted:
+        return RunStatus.INTERRUPTED
+    if outcome.aborted:
+        return RunStatus.FAILED
+    remaining = repo.problems_of_run(
+        ctx.db, ctx.run_id, statuses=[ProblemStatus.PENDING.value, ProblemStatus.RUNNING.value]
+    )
+    if remaining:
+        return RunStatus.INTERRUPTED
+    return RunStatus.DONE
+
+
+def _close_run(ctx: SearchContext, owner: str, status: RunStatus, wall: float) -> None:
+    repo.set_run_status(ctx.db, ctx.run_id, status, wall_seconds=wall)
+    repo.release_lease(ctx.db, ctx.run_id, owner)
+
+
+async def _heartbeat(ctx: SearchContext, owner: str) -> None:
+    while True:
+        await asyncio.sleep(LEASE_TTL.total_seconds() / 3)
+        renewed = await asyncio.to_thread(repo.renew_lease, ctx.db, ctx.run_id, owner, LEASE_TTL)
+        if not renewed:
+            raise RunLockedError(
+                f"run-{ctx.run_id} was taken over by another process", "let that process finish"
+            )
+
+
+async def _search_all(ctx: SearchContext, problems: list[ProblemRow], outcome: RunOutcome) -> None:
+    queue: asyncio.Queue[ProblemRow] = asyncio.Queue()
+    for problem in problems:
+        queue.put_nowait(problem)
+    state = {"consecutive_failures": 0}
+    workers = [
+        asyncio.create_task(_worker(ctx, queue, outcome, state))
+        for _ in range(min(ctx.config.concurrency, max(1, len(problems))))
+    ]
+    try:
+        # The first worker error (a run-level problem such as a wrong template) stops them all.
+        done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def _worker(ctx, queue, outcome: RunOutcome, state: dict) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        try:
+            problem = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return
+        try:
+            await ProblemSearch(ctx, problem).run()
+        except EndpointError as exc:
+            # One problem failing loudly never drops budget silently: it is marked failed with
+            # its error. Many in a row mean the endpoint itself is gone: stop the run.
+            message = exc.one_line()
+            await asyncio.to_thread(repo.fail_problem, ctx.db, problem.id, message)
+            outcome.problems_failed += 1
+            outcome.failures.append((problem.dataset_index, message))
+            ctx.events.problem_finished(problem, ProblemStatus.FAILED.value, message)
+            state["consecutive_failures"] += 1
+            if state["consecutive_failures"] >= CONSECUTIVE_FAILURE_LIMIT:
+                outcome.aborted = message
+                raise RunAborted(
+                    f"stopped after {CONSECUTIVE_FAILURE_LIMIT} problems in a row failed: "
+                    f"{message}",
+                    f"fix the server, then resume with `rebase search --run run-{ctx.run_id}`",
+                ) from None
+            continue
+        state["consecutive_failures"] = 0
+        outcome.problems_done += 1
+        ctx.events.problem_finished(problem, ProblemStatus.DONE.value, None)

@@ -1,0 +1,144 @@
+"""Creating a run, or finding the run to resume and checking that its config still matches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rebase_cli.datasets import FieldMap, load_dataset
+from rebase_cli.domain import Dataset
+from rebase_cli.errors import ConfigError
+from rebase_cli.runner.config import (
+    SearchConfig,
+    build_config,
+    differing_keys,
+    fingerprint,
+    load_config_file,
+)
+from rebase_cli.store import repository as repo
+from rebase_cli.store.database import Database
+from rebase_cli.store.models import Run
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the policy and reward models are served, and what they call themselves."""
+
+    policy_url: str
+    policy_model: str
+    reward_url: str
+    reward_model: str
+
+    @property
+    def simulated(self) -> bool:
+        return self.policy_model.startswith("sim-") or self.reward_model.startswith("sim-")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked for: only explicitly given values are in `overrides`."""
+
+    dataset: str | None
+    overrides: dict[str, Any]
+    config_file: Path | None = None
+    fields: FieldMap | None = None
+    resume: bool = False
+    run_ref: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    run: Run
+    config: SearchConfig
+    dataset: Dataset
+    resumed: bool
+    note: str
+
+
+def prepare_run(db: Database, request: RunRequest, endpoints: Endpoints) -> PreparedRun:
+    """Create a new run or pick the one to resume, and register its problems."""
+    file_values = load_config_file(request.config_file) if request.config_file else {}
+    if request.run_ref is not None:
+        prepared = _resume_named(db, request, file_values)
+    else:
+        prepared = _new_or_matching(db, request, file_values, endpoints)
+    problems = prepared.dataset.problems
+    if prepared.config.limit is not None:
+        problems = problems[: prepared.config.limit]
+    repo.add_problems(db, prepared.run.id, problems)
+    return prepared
+
+
+def _resume_named(db: Database, request: RunRequest, file_values: dict) -> PreparedRun:
+    run = repo.resolve_run(db, request.run_ref or "")
+    stored = SearchConfig(**json.loads(run.config_json))
+    wanted = build_config({**stored.model_dump(), **file_values, **request.overrides})
+    differences = differing_keys(stored, wanted)
+    if differences:
+        raise ConfigError(
+            f"run-{run.id} was made with another config ({'; '.join(differences)})",
+            "drop those options to resume it, or start a new run without --run",
+        )
+    if request.dataset is not None and request.dataset != run.dataset:
+        raise ConfigError(
+            f"run-{run.id} searches dataset {run.dataset!r}, not {request.dataset!r}",
+            "drop --dataset to resume it",
+        )
+    dataset = _load_checked(run, request.fields)
+    note = f"resuming run-{run.id} ({run.status})"
+    return PreparedRun(run, wanted, dataset, True, note)
+
+
+def _new_or_matching(
+    db: Database, request: RunRequest, file_values: dict, endpoints: Endpoints
+) -> PreparedRun:
+    if request.dataset is None:
+        raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
+    dataset = load_dataset(request.dataset, fields=request.fields)
+    config = build_config({**file_values, **request.overrides})
+    digest = fingerprint(config, dataset.sha256)
+    if request.resume:
+        match = repo.find_resumable(db, digest)
+        if match is not None:
+            if "limit" not in request.overrides and "limit" not in file_values:
+                stored = SearchConfig(**json.loads(match.config_json))
+                config = config.model_copy(update={"limit": stored.limit})
+            note = f"resuming run-{match.id} (same config fingerprint {digest[:12]})"
+            return PreparedRun(match, config, dataset, True, note)
+    run = repo.create_run(
+        db,
+        Run(
+            name=request.name,
+            method=config.method,
+            dataset=request.dataset,
+            dataset_sha256=dataset.sha256,
+            budget=config.budget,
+            config_json=config.model_dump_json(),
+            fingerprint=digest,
+            policy_url=endpoints.policy_url,
+            policy_model=endpoints.policy_model,
+            reward_url=endpoints.reward_url,
+            reward_model=endpoints.reward_model,
+            reward_protocol=config.reward_protocol,
+            simulated=endpoints.simulated,
+            seed=config.seed,
+        ),
+    )
+    note = f"started run-{run.id}"
+    if request.resume:
+        note += " (no unfinished run has this config)"
+    return PreparedRun(run, config, dataset, False, note)
+
+
+def _load_checked(run: Run, fields: FieldMap | None) -> Dataset:
+    dataset = load_dataset(run.dataset, fields=fields)
+    if dataset.sha256 != run.dataset_sha256:
+        raise ConfigError(
+            f"dataset {run.dataset} changed since run-{run.id} started "
+            f"(sha256 {dataset.sha256[:12]}… ≠ {run.dataset_sha256[:12]}…)",
+            "restore the original file, or start a new run",
+        )
+    return dataset

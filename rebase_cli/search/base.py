@@ -1,0 +1,48 @@
+"""What every search strategy is: a pure function from a depth's nodes to a LevelDecision.
+
+A strategy sees frozen `NodeSnapshot`s (no text, no I/O) and the count of paths that already
+finished at earlier depths; it returns how many children each open node gets. Because it keeps
+no state, a resumed search asks it the same questions and gets the same answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from rebase_cli.domain import LevelDecision, NodeSnapshot
+
+
+@dataclass(frozen=True)
+class StrategyParams:
+    """Search parameters shared by the strategies (reference defaults).
+
+    `width` is the budget N (paths per problem). `max_depth` None means unbounded.
+    `beam_expansion` is M of beam search (each kept node gets M children, N/M nodes kept)."""
+
+    width: int
+    balance_temperature: float = 0.2
+    max_path_tokens: int = 1024
+    max_depth: int | None = 25
+    beam_expansion: int = 4
+
+
+class Strategy(Protocol):
+    """A search strategy. `decide` must be a pure function of its arguments and params."""
+
+    name: str
+    params: StrategyParams
+
+    def decide(
+        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
+    ) -> LevelDecision:
+        """The decision for depth `depth` whose nodes are `frontier`.
+
+        `finished_so_far` counts the nodes at depths < `depth` that were terminal or over the
+        path token limit (each used one unit of width). The width left for this depth is
+        `params.width - finished_so_far` before this depth's own finished nodes are subtracted;
+        the decision's `remaining_width` is after them, so the caller may carry
+        `finished_so_far += decision_finished` forward or recount from stored nodes on resume.
+        """
+        ...

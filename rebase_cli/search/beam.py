@@ -1,0 +1,84 @@
+"""Step-level beam search: keep the N/M best open nodes, expand each M ways.
+
+N is the width left (the budget minus paths already finished, exactly as in REBASE) and M the
+expansion factor. At depth 0 the root gets all N children, so the first scored level has N
+candidates to choose the beam from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+from rebase_cli.search.base import StrategyParams
+from rebase_cli.search.frontier import (
+    depth_limit_decision,
+    reached_max_depth,
+    split_frontier,
+    stopped_decision,
+)
+from rebase_cli.search.rebase import sequential_ceil
+
+
+def allocate_beam(
+    nodes: Sequence[NodeSnapshot],
+    *,
+    width: int,
+    expansion: int,
+    max_path_tokens: int,
+    depth: int,
+) -> LevelDecision:
+    """The beam decision for the frontier `nodes` at `depth`.
+
+    `width` has the meaning of `allocate_rebase`'s. Deeper than 0, the ceil(W / M) best open
+    nodes (score descending, key ascending) are kept and get M children each, the last one
+    fewer so the total never exceeds W; the rest are pruned. With fewer open nodes than that the
+    beam is simply smaller. Kept nodes share weight uniformly, pruned ones have weight 0.
+    """
+    if expansion < 1:
+        raise ValueError(f"beam expansion must be >= 1, got {expansion}")
+    open_nodes, finished = split_frontier(nodes, max_path_tokens)
+    remaining = width - finished
+    if remaining <= 0 or not open_nodes:
+        return stopped_decision(open_nodes, remaining)
+    if depth == 0:
+        counts = sequential_ceil([1.0] * len(open_nodes), remaining)
+    else:
+        keep = math.ceil(remaining / expansion)
+        counts, left = [], remaining
+        for rank in range(len(open_nodes)):
+            count = min(expansion, left) if rank < keep else 0
+            counts.append(count)
+            left -= count
+    kept = sum(1 for count in counts if count > 0)
+    expansions = tuple(
+        Expansion(key=node.key, weight=1.0 / kept if count else 0.0, children=count)
+        for node, count in zip(open_nodes, counts, strict=True)
+    )
+    return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
+
+
+class BeamStrategy:
+    """Beam search with beam N / M and expansion M."""
+
+    name = "beam"
+
+    def __init__(self, params: StrategyParams) -> None:
+        self.params = params
+
+    def decide(
+        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
+    ) -> LevelDecision:
+        width = self.params.width - finished_so_far
+        if reached_max_depth(depth, self.params.max_depth):
+            return depth_limit_decision(
+                frontier, width=width, max_path_tokens=self.params.max_path_tokens
+            )
+        return allocate_beam(
+            frontier,
+            width=width,
+            expansion=self.params.beam_expansion,
+            max_path_tokens=self.params.max_path_tokens,
+            depth=depth,
+        )

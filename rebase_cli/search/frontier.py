@@ -1,0 +1,56 @@
+"""Helpers every strategy shares: which nodes of a depth are open, and the final decisions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+
+
+def is_finished(node: NodeSnapshot, max_path_tokens: int) -> bool:
+    """True for a node that takes one unit of width instead of being expanded: it is terminal
+    (answer, EOS, ...) or its path used at least `max_path_tokens` tokens."""
+    return node.terminal or node.path_tokens >= max_path_tokens
+
+
+def count_finished(nodes: Sequence[NodeSnapshot], max_path_tokens: int) -> int:
+    """How many of `nodes` are finished; summed over earlier depths this is `finished_so_far`."""
+    return sum(1 for node in nodes if is_finished(node, max_path_tokens))
+
+
+def split_frontier(
+    nodes: Sequence[NodeSnapshot], max_path_tokens: int
+) -> tuple[list[NodeSnapshot], int]:
+    """The open nodes sorted best-first (score descending, key ascending) and the number of
+    finished nodes. Raises ValueError on an open node with a non-finite score."""
+    open_nodes = []
+    finished = 0
+    for node in nodes:
+        if is_finished(node, max_path_tokens):
+            finished += 1
+            continue
+        if not math.isfinite(node.score):
+            raise ValueError(f"node {node.key} has a non-finite score {node.score!r}")
+        open_nodes.append(node)
+    open_nodes.sort(key=lambda node: (-node.score, node.key))
+    return open_nodes, finished
+
+
+def stopped_decision(open_nodes: Sequence[NodeSnapshot], remaining: int) -> LevelDecision:
+    """A final decision: every open node listed with weight 0 and no children."""
+    expansions = tuple(Expansion(key=node.key, weight=0.0, children=0) for node in open_nodes)
+    return LevelDecision(expansions=expansions, remaining_width=max(remaining, 0), stop=True)
+
+
+def reached_max_depth(depth: int, max_depth: int | None) -> bool:
+    """True when nodes at `depth` must not be expanded (the reference expands d < max_depth)."""
+    return max_depth is not None and depth >= max_depth
+
+
+def depth_limit_decision(
+    nodes: Sequence[NodeSnapshot], *, width: int, max_path_tokens: int
+) -> LevelDecision:
+    """The decision at the depth limit: nobody gets children, width accounted as usual."""
+    open_nodes, finished = split_frontier(nodes, max_path_tokens)
+    return stopped_decision(open_nodes, width - finished)

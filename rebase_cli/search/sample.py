@@ -1,0 +1,68 @@
+"""The `sample` baseline: N independent solutions, grown one scored step at a time.
+
+The root gets all N children at depth 0; after that every open node gets exactly one child, so
+each of the N paths continues alone until it finishes. Steps are still scored by the PRM, which
+is what weighted voting over these paths needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+from rebase_cli.search.base import StrategyParams
+from rebase_cli.search.frontier import (
+    depth_limit_decision,
+    reached_max_depth,
+    split_frontier,
+    stopped_decision,
+)
+from rebase_cli.search.rebase import sequential_ceil
+
+
+def allocate_sample(
+    nodes: Sequence[NodeSnapshot], *, width: int, max_path_tokens: int, depth: int
+) -> LevelDecision:
+    """The sample decision for the frontier `nodes` at `depth`.
+
+    `width` has the meaning of `allocate_rebase`'s. At depth 0 the width is split evenly over the
+    open nodes (the root alone gets all of it); deeper, each open node gets one child, in key
+    order, never more in total than the width left (which the invariant open == width keeps
+    from binding). Weights are uniform over open nodes.
+    """
+    open_nodes, finished = split_frontier(nodes, max_path_tokens)
+    remaining = width - finished
+    if remaining <= 0 or not open_nodes:
+        return stopped_decision(open_nodes, remaining)
+    open_nodes.sort(key=lambda node: node.key)
+    if depth == 0:
+        counts = sequential_ceil([1.0] * len(open_nodes), remaining)
+    else:
+        counts = [1 if i < remaining else 0 for i in range(len(open_nodes))]
+    share = 1.0 / len(open_nodes)
+    expansions = tuple(
+        Expansion(key=node.key, weight=share, children=count)
+        for node, count in zip(open_nodes, counts, strict=True)
+    )
+    return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
+
+
+class SampleStrategy:
+    """Independent sampling with per-step scores."""
+
+    name = "sample"
+
+    def __init__(self, params: StrategyParams) -> None:
+        self.params = params
+
+    def decide(
+        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
+    ) -> LevelDecision:
+        width = self.params.width - finished_so_far
+        if reached_max_depth(depth, self.params.max_depth):
+            return depth_limit_decision(
+                frontier, width=width, max_path_tokens=self.params.max_path_tokens
+            )
+        return allocate_sample(
+            frontier, width=width, max_path_tokens=self.params.max_path_tokens, depth=depth
+        )

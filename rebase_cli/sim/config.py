@@ -1,0 +1,130 @@
+"""Every knob of the simulator in one frozen record.
+
+Defaults give a fast, fault-free, latency-free server whose policy solves roughly half of
+GSM8K in one sample, like a 7B math model, and whose PRM separates right from wrong steps
+clearly but not perfectly. The record is pure data: building models from it is the job of
+`policy`, `prm`, `perf` and `faults`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from rebase_cli.errors import ConfigError
+from rebase_cli.prompts import DEFAULT_TEMPLATE
+
+ROLES = ("policy", "reward", "both")
+MODEL_PREFIX = "sim-"  # every model id the simulator reports starts with this marker
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """A GPU server's cost model. All zero (the default) means: answer at once.
+
+    A request holds `slots` sequences (n for a completion, 1 for a scoring call) for
+    `base_ms + uncached_prompt_tokens * prompt_token_ms + longest_output * output_token_ms`;
+    at most `max_running` sequences run at once and the rest wait in FIFO order."""
+
+    base_ms: float = 0.0
+    prompt_token_ms: float = 0.0
+    output_token_ms: float = 0.0
+    max_running: int = 0  # 0: unlimited
+    prefix_cache: bool = True
+    prefix_cache_blocks: int = 200_000  # blocks of PREFIX_BLOCK_CHARS characters kept (LRU)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_ms or self.prompt_token_ms or self.output_token_ms)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Fractions of model requests that fail on purpose. They are drawn from one seeded RNG
+    per server, so a fixed request sequence meets the same faults on every run."""
+
+    http_500: float = 0.0
+    http_503: float = 0.0
+    hang: float = 0.0
+    hang_seconds: float = 60.0
+    malformed: float = 0.0
+    seed: int | None = None  # None: the server seed
+
+    @property
+    def total(self) -> float:
+        return self.http_500 + self.http_503 + self.hang + self.malformed
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Configuration of one simulator server.
+
+    Invariants (checked by `validate`): rates lie in [0, 1] and fault rates sum to at most 1;
+    model ids start with `sim-`; `role` is one of ROLES."""
+
+    role: str = "policy"
+    host: str = "127.0.0.1"
+    port: int = 30000
+    datasets: tuple[str, ...] = ("gsm8k",)
+    template: str = DEFAULT_TEMPLATE
+    seed: int = 0
+    policy_model: str = "sim-policy"
+    reward_model: str = "sim-prm"
+    # Generation model.
+    error_rate: float = 0.15  # mean probability that one step goes wrong
+    eos_token_id: int = 2  # reported as matched_stop when a solution ends (Llama's </s>)
+    max_model_len: int = 8192
+    # PRM model: score = sigmoid(signal * label + N(0, noise)).
+    prm_signal: float = 2.0
+    prm_noise: float = 1.0
+    good_token_id: int | None = None  # None: the template's prm.good_token_id
+    bad_token_id: int | None = None
+    # Server behaviour.
+    load_seconds: float = 0.0  # /health answers 503 for this long after start
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
+    def with_(self, **changes: object) -> SimConfig:
+        """A copy with some fields changed (validated)."""
+        return replace(self, **changes).validate()  # type: ignore[arg-type]
+
+    @property
+    def serves_policy(self) -> bool:
+        return self.role in ("policy", "both")
+
+    @property
+    def serves_reward(self) -> bool:
+        return self.role in ("reward", "both")
+
+    @property
+    def fault_seed(self) -> int:
+        return self.seed if self.faults.seed is None else self.faults.seed
+
+    def validate(self) -> SimConfig:
+        """Raise ConfigError on an impossible setting; return self for chaining."""
+        if self.role not in ROLES:
+            raise ConfigError(f"unknown simulator role {self.role!r}", f"use {', '.join(ROLES)}")
+        for name in ("policy_model", "reward_model"):
+            if not getattr(self, name).startswith(MODEL_PREFIX):
+                raise ConfigError(
+                    f"simulated model id {getattr(self, name)!r} must start with {MODEL_PREFIX!r}",
+                    "reports rely on the prefix to label results as simulated",
+                )
+        rates = {
+            "error rate": self.error_rate,
+            "500 fault rate": self.faults.http_500,
+            "503 fault rate": self.faults.http_503,
+            "hang fault rate": self.faults.hang,
+            "malformed fault rate": self.faults.malformed,
+        }
+        for what, value in rates.items():
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{what} {value} is outside [0, 1]", "pass a fraction")
+        if self.faults.total > 1.0:
+            raise ConfigError("fault rates add up to more than 1", "lower them")
+        if self.prm_noise < 0 or self.prm_signal < 0:
+            raise ConfigError("PRM signal and noise must be non-negative", "fix the flags")
+        if self.latency.max_running < 0:
+            raise ConfigError("max running sequences must be >= 0", "0 means unlimited")
+        if not self.datasets:
+            raise ConfigError("the simulator needs at least one dataset", "pass --dataset")
+        return self

@@ -1,0 +1,167 @@
+"""The simulated process reward model.
+
+A step's score is sigmoid(signal * label + noise * z), where z is a standard normal drawn
+from a hash of (server seed, question, the normalised path up to and including the step), so
+one path always gets the same scores and PRM quality is set by signal/noise.
+
+The label of a step of a known question follows the reference path (Math-Shepherd style:
+after the first wrong step every later step is wrong too):
+  +1  every step so far equals the reference step at its depth, or it is an answer line with
+      the right answer on such a path;
+  -1  an answer line with a wrong answer, a step that differs from the reference only in its
+      numbers (what the simulated policy writes when it errs), or any step after one of those;
+  otherwise the step's arithmetic claims decide (+1 all hold, -1 one fails, 0 none), which is
+      also how every step of an unknown question is judged. This lets a real policy's steps
+      be scored on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from rebase_cli.prompts import PromptTemplate
+from rebase_cli.sim.arith import check_claims
+from rebase_cli.sim.bank import Bank, Reference, mask_numbers, stable_hash
+from rebase_cli.sim.config import SimConfig
+from rebase_cli.sim.stepformat import StepFormat, same_answer
+
+_CHAT_TOKEN = re.compile(r"<\|[^|<>]{1,40}\|>")
+_STANDARD_NORMAL = NormalDist()
+RAW_LABEL_MASS = 0.98  # share of the next-token distribution the two label tokens hold
+
+
+@dataclass(frozen=True)
+class ParsedPath:
+    """A PRM input: the reference of its question (None if unknown) and its steps.
+    `tagged` counts the steps that were followed by a step tag."""
+
+    reference: Reference | None
+    steps: tuple[str, ...]
+    tagged: int
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+class PrmModel:
+    """Scores steps of paths for one template's step and tag format."""
+
+    def __init__(self, bank: Bank, template: PromptTemplate, config: SimConfig) -> None:
+        self.bank = bank
+        self.template = template
+        self.format = StepFormat(template)
+        self.signal = config.prm_signal
+        self.noise = config.prm_noise
+        self.seed = config.seed
+        tags = {template.prm.step_tag.strip(), template.prm.pooling_step_tag.strip()}
+        self.tags = tuple(sorted((t for t in tags if t), key=len, reverse=True))
+        self.pooling_tag = template.prm.pooling_step_tag
+        self._tail = template.prompt.partition("{question}")[2].strip()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def parse(self, text: str) -> ParsedPath:
+        """Find the question and split what follows it into steps (at step tags when there
+        are any, else at the template's step delimiter)."""
+        found = self.bank.find_in(text)
+        reference, rest = (found[0], text[found[1] :]) if found else (None, text)
+        if reference is None:
+            question = self.template.question_of(text)
+            if question is not None:
+                root = self.template.render(question)
+                rest = text[len(root) :] if text.startswith(root) else rest
+        rest = _CHAT_TOKEN.sub("\n", rest).strip()
+        if rest.startswith("assistant\n"):
+            rest = rest[len("assistant\n") :]
+        if self._tail and rest.startswith(self._tail):
+            rest = rest[len(self._tail) :]
+        tag = next((t for t in self.tags if t in rest), None)
+        if tag is None:
+            steps = tuple(self.template.split_steps(rest))
+            return ParsedPath(reference, tuple(s.strip() for s in steps), 0)
+        pieces = rest.split(tag)
+        steps = [piece.strip() for piece in pieces[:-1]]
+        tagged = len(steps)
+        if pieces[-1].strip():
+            steps.append(pieces[-1].strip())
+        return ParsedPath(reference, tuple(steps), tagged)
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def labels(self, path: ParsedPath) -> list[int]:
+        """+1 / -1 / 0 for every step of the path (see the module docstring)."""
+        reference, fmt = path.reference, self.format
+        labels: list[int] = []
+        on_track, derailed = reference is not None, False
+        for depth, step in enumerate(path.steps):
+            answer = fmt.answer_of(step)
+            if reference is not None and answer is not None:
+                right = on_track and same_answer(answer, reference.answer)
+                labels.append(1 if right else -1)
+                on_track = on_track and right
+                continue
+            if derailed:
+                labels.append(-1)
+                continue
+            if on_track and depth < len(reference.steps):  # type: ignore[union-attr]
+                expected = reference.steps[depth]  # type: ignore[union-attr]
+                norm = fmt.norm(step)
+                if norm == expected.norm:
+                    labels.append(1)
+                    continue
+                on_track = False
+                if mask_numbers(norm) == expected.masked:
+                    derailed = True
+                    labels.append(-1)
+                    continue
+            on_track = False
+            labels.append(check_claims(step).label)
+        return labels
+
+    def logits(self, path: ParsedPath) -> list[float]:
+        """signal * label + noise * z for every step."""
+        key = stable_hash(self.seed, path.reference.question if path.reference else "")
+        out = []
+        for step, label in zip(path.steps, self.labels(path), strict=True):
+            key = stable_hash(key, self.format.norm(step))
+            u = min(max(key / 2.0**64, 1e-12), 1.0 - 1e-12)
+            out.append(self.signal * label + self.noise * _STANDARD_NORMAL.inv_cdf(u))
+        return out
+
+    def step_scores(self, text: str) -> list[float]:
+        """P(good) of every step of the path in `text`."""
+        return [sigmoid(x) for x in self.logits(self.parse(text))]
+
+    def last_logit(self, text: str) -> float:
+        """The raw reward of the newest step of `text` (0.0 when it has no step)."""
+        logits = self.logits(self.parse(text))
+        return logits[-1] if logits else 0.0
+
+    def label_probs(
+        self, text: str, label_token_ids: list[int], good: int, bad: int, softmax: bool
+    ) -> list[float]:
+        """Probabilities of the label tokens after `text` (SGLang /v1/score semantics):
+        the good label carries P(good step), the bad one the rest, other ids almost nothing.
+        With `softmax` they are renormalised over the requested ids."""
+        p = sigmoid(self.last_logit(text))
+        probs = [
+            RAW_LABEL_MASS * (p if token == good else (1.0 - p) if token == bad else 1e-6)
+            for token in label_token_ids
+        ]
+        if softmax:
+            total = sum(probs)
+            probs = [value / total for value in probs]
+        return probs
+
+    def pooling_rows(self, text: str) -> list[list[float]]:
+        """vLLM token_classify rows: one [P(bad), P(good)] per tagged step."""
+        path = self.parse(text)
+        logits = self.logits(path)[: path.tagged] if path.tagged else []
+        return [[1.0 - sigmoid(x), sigmoid(x)] for x in logits]
