@@ -4,7 +4,8 @@ The run is written straight into a fresh database with bulk SQL (no search, no s
 problem gets a REBASE-shaped tree of width 64 in which paths start finishing at depth 3, about
 a quarter of the new nodes finish at each depth after that, and everything still open finishes
 at depth 10. Finished answers are the reference (with a per-problem probability) or one of a
-few wrong numbers, so voting has real groups to count.
+few popular wrong numbers or one of a long tail, so voting has real groups to count and the
+grader has tens of thousands of distinct (answer, reference) pairs.
 
 Then `rebase report RUN --format json` runs as a subprocess twice: cold (every distinct answer
 graded and cached) and warm (verdicts from the cache); the warm one is the figure the issue
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 from rebase_cli.datasets import load_dataset
@@ -69,15 +71,16 @@ def build_run(
     now = utcnow().isoformat(sep=" ")
     problem_rows, node_rows, allocation_rows = [], [], []
     # Explicit ids (so children can name their parents) continue after existing rows.
-    with sqlite3.connect(db_path) as connection:
+    with closing(sqlite3.connect(db_path)) as connection:
         first_problem = connection.execute("SELECT coalesce(max(id), 0) FROM problem").fetchone()[0]
         node_id = connection.execute("SELECT coalesce(max(id), 0) FROM node").fetchone()[0]
     for index, problem in enumerate(dataset.problems[:problems]):
         problem_id = first_problem + index + 1
         skill = rng.random()
-        wrong = [
-            str(int(float(problem.reference_answer.replace(",", "")) + d)) for d in (1, -2, 10, 3)
-        ]
+        # Wrong answers: a few popular mistakes plus a long tail, as sampled solutions have.
+        truth = int(float(problem.reference_answer.replace(",", "")))
+        popular = [str(truth + d) for d in (1, -2, 10)]
+        tail = [str(truth + d) for d in range(-40, 41) if d]
         node_id += 1
         root = node_id
         node_rows.append((root, problem_id, None, 0, 0, "", 1.0, 0, 0, None, None))
@@ -105,7 +108,9 @@ def build_run(
                     answer = None
                     if finish:
                         answer = (
-                            problem.reference_answer if rng.random() < skill else rng.choice(wrong)
+                            problem.reference_answer
+                            if rng.random() < skill
+                            else rng.choice(popular if rng.random() < 0.5 else tail)
                         )
                     text = f"Step {depth}: some reasoning about quantity {ordinal} = {ordinal * 7}"
                     node_rows.append(
@@ -220,6 +225,7 @@ def stage_times(db_path: Path, run_id: int) -> dict[str, float]:
     render_json(document)
     times["render json"] = time.perf_counter() - start
     times["finished answers"] = len(data.answers)
+    times["distinct (answer, reference) pairs"] = document["runs"][0]["grading"]["pairs"]
     db.close()
     return times
 

@@ -35,6 +35,19 @@ def test_normalize_answer(raw: str, key: str) -> None:
     assert normalize_answer(raw) == key
 
 
+def _vote(answers: list, weight) -> bool:
+    """Correctness of the group with the largest rounded total weight, ties to the group whose
+    first answer comes first."""
+    first: dict[int, int] = {}
+    for i, (group, _, _) in enumerate(answers):
+        first.setdefault(group, i)
+    groups = sorted(first, key=first.get)
+    totals = {g: round(sum(weight(a) for a in answers if a[0] == g), 12) for g in groups}
+    best = max(totals.values())
+    winner = next(g for g in groups if totals[g] == best)
+    return answers[first[winner]][2]
+
+
 def _reference(problems: list[list[tuple[int, dict[str, float], bool]]]) -> dict[str, list[bool]]:
     """The module docstring's rules, written the slow obvious way, per problem."""
     out: dict[str, list[bool]] = {rule: [] for rule in RULES}
@@ -43,20 +56,9 @@ def _reference(problems: list[list[tuple[int, dict[str, float], bool]]]) -> dict
             for rule in RULES:
                 out[rule].append(False)
             continue
-        first: dict[int, int] = {}
-        for i, (group, _, _) in enumerate(answers):
-            first.setdefault(group, i)
-        groups = sorted(first, key=first.get)  # in order of first occurrence
-
-        def vote(weight) -> bool:
-            totals = {g: round(sum(weight(a) for a in answers if a[0] == g), 12) for g in groups}
-            best = max(totals.values())
-            winner = next(g for g in groups if totals[g] == best)
-            return answers[first[winner]][2]
-
-        out["majority"].append(vote(lambda a: 1.0))
+        out["majority"].append(_vote(answers, lambda a: 1.0))
         for agg in AGGREGATES:
-            out[f"weighted_{agg}"].append(vote(lambda a, agg=agg: a[1][agg]))
+            out[f"weighted_{agg}"].append(_vote(answers, lambda a, agg=agg: a[1][agg]))
             scores = [round(a[1][agg], 12) for a in answers]
             out[f"best_of_n_{agg}"].append(answers[scores.index(max(scores))][2])
         out["pass_at_n"].append(any(a[2] for a in answers))

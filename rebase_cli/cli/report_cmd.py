@@ -237,7 +237,8 @@ def _open_output(path: Path) -> Iterator:
     try:
         handle = path.open("w", encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}", "choose another --output") from None
+        message = f"cannot write {path}: {exc.strerror}"
+        raise UsageError(message, "choose another --output") from None
     with handle:
         yield handle
 

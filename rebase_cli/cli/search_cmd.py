@@ -12,7 +12,6 @@ from rebase_cli.cli.common import console, err_console, open_db, print_json
 from rebase_cli.cli.search_progress import ProgressEvents
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
-from rebase_cli.runner.service import EndpointRequest, run_search
 from rebase_cli.runner.setup import RunRequest
 from rebase_cli.store import repository as repo
 
@@ -59,6 +58,9 @@ def search(
     json_output: Annotated[bool, Opt("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite."""
+    # Imported here: the clients pull in openai, which other commands need not pay for.
+    from rebase_cli.runner.service import EndpointRequest, run_search
+
     if resume and run is not None:
         raise UsageError("--resume and --run cannot be combined", "use one of them")
     explicit: dict[str, Any] = {

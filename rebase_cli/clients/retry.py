@@ -135,7 +135,7 @@ def gave_up(
 ) -> EndpointError:
     """The EndpointError after the last retryable failure."""
     plural = "s" if attempts != 1 else ""
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not is_unreachable(exc):
         return EndpointError(
             f"{target.where} did not answer {target.path} within {timeout:g} s "
             f"({attempts} attempt{plural} over {seconds(elapsed)})",
@@ -165,6 +165,21 @@ def gave_up(
     return EndpointError(f"{target.where} failed on {target.path} ({tried}): {exc}")
 
 
+def is_unreachable(exc: BaseException | None) -> bool:
+    """True when no connection could be made (refused, reset, DNS, connect timeout).
+
+    The aiohttp transport reports a refused connection as a *connect timeout*, so the cause
+    chain is inspected rather than the openai error class alone."""
+    if not isinstance(exc, openai.APIConnectionError):
+        return False
+    seen: BaseException | None = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if isinstance(seen, ConnectionError) or "Connect" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return not isinstance(exc, openai.APITimeoutError)
+
+
 def _stop_rule(policy: RetryPolicy) -> Callable[[RetryCallState], bool]:
     """Connection failures: stop on the time bound. Anything else: on the attempt bound."""
     out_of_time = stop_after_delay(policy.max_total_wait)
@@ -172,10 +187,7 @@ def _stop_rule(policy: RetryPolicy) -> Callable[[RetryCallState], bool]:
 
     def stop(state: RetryCallState) -> bool:
         failure = state.outcome.exception() if state.outcome else None
-        unreachable = isinstance(failure, openai.APIConnectionError) and not isinstance(
-            failure, openai.APITimeoutError
-        )
-        return out_of_time(state) if unreachable else out_of_attempts(state)
+        return out_of_time(state) if is_unreachable(failure) else out_of_attempts(state)
 
     return stop
 

@@ -77,6 +77,10 @@ class Endpoint:
             api_key=api_key or PLACEHOLDER_API_KEY,
             timeout=self.timeout,
             max_retries=0,
+            # aiohttp as the transport: httpx's connection pool scans every connection for
+            # every queued request, which dominated our CPU with hundreds of requests in flight.
+            # The semaphore below caps connections in use.
+            http_client=openai.DefaultAioHttpClient(timeout=self.timeout),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
 

@@ -62,6 +62,9 @@ def build_report(
 def build_run_report(
     db: Database, run: Run, options: ReportOptions, progress: Progress | None = None
 ) -> dict:
+    """One run's section of the document: grades its answers through the cache, applies every
+    selection rule (and the subsampled budgets of a `sample` run), and adds compute, the
+    per-depth view, breakdowns, failures and labels."""
     data = load_run_data(db, run)
     counted = done_mask(data)
     pairs = (

@@ -23,7 +23,7 @@ table { border-collapse: collapse; margin: .5rem 0 .2rem; font-size: .9rem; }
 th, td { border: 1px solid #d0d0d0; padding: .25rem .6rem; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 caption { caption-side: bottom; text-align: left; color: #666; font-size: .8rem;
-          padding-top: .2rem; }
+          padding-top: .2rem; white-space: nowrap; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #e0e0e0; }
 .note { color: #666; font-style: italic; }
 """

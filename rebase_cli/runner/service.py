@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from rebase_cli.clients.policy import PolicyClient
 from rebase_cli.clients.retry import RetryPolicy
-from rebase_cli.clients.reward import make_reward_client
+from rebase_cli.clients.reward import HttpReward, make_reward_client
 from rebase_cli.errors import ConfigError, UsageError
 from rebase_cli.prompts import load_template
 from rebase_cli.runner.config import SearchConfig, build_config, load_config_file
@@ -17,10 +18,15 @@ from rebase_cli.runner.context import DelimiterMonitor, SearchContext, SearchEve
 from rebase_cli.runner.runner import RunOutcome, execute_run
 from rebase_cli.runner.setup import Endpoints, PreparedRun, RunRequest, prepare_run
 from rebase_cli.search import get_strategy, make_params
+from rebase_cli.search.base import Strategy
+from rebase_cli.serving.registry import healthy_server
+from rebase_cli.sim.config import SimConfig
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
 
 SIM = "sim"
+SIM_POLICY_MODEL = SimConfig.policy_model
+SIM_REWARD_MODEL = SimConfig.reward_model
 
 
 @dataclass(frozen=True)
@@ -35,22 +41,30 @@ class EndpointRequest:
     reward_model: str | None = None
 
 
-def _registered_url(db: Database, role: str) -> str:
-    from rebase_cli.serving.registry import healthy_server_url
-
-    url = healthy_server_url(db, role)
-    if url is None:
+def _endpoint(
+    db: Database, role: str, given: str | None, api_key: str | None, sim_url: str | None
+) -> tuple[str, str | None]:
+    """(URL, API key) of a role: `sim`, the given URL, or the newest healthy server that
+    `rebase serve` registered (whose key, if any, is read from the variable it names)."""
+    if given == SIM:
+        assert sim_url is not None
+        return sim_url, None
+    if given is not None:
+        return given, api_key
+    server = healthy_server(db, role)
+    if server is None:
         raise UsageError(
             f"no {role} server given and none registered as healthy",
             f"pass --{role} URL, start one with `rebase serve {role}`, or use --{role} sim",
         )
-    return url
+    if api_key is None and server.api_key_env:
+        api_key = os.environ.get(server.api_key_env)
+    return server.url, api_key
 
 
 @asynccontextmanager
 async def _simulator(datasets: list[str], template: str) -> AsyncIterator[str]:
     """The simulator (policy and PRM) on a free port in a background thread of this process."""
-    from rebase_cli.sim.config import SimConfig
     from rebase_cli.sim.inprocess import start_in_thread
 
     config = SimConfig(role="both", port=0, datasets=tuple(datasets), template=template)
@@ -67,29 +81,31 @@ async def connected_clients(
     request: EndpointRequest,
     config: SearchConfig,
     datasets: list[str],
-) -> AsyncIterator[tuple[PolicyClient, object, Endpoints]]:
+) -> AsyncIterator[tuple[PolicyClient, HttpReward, Endpoints]]:
     """Policy and reward clients for the run, with the simulator started in-process when
     `--policy sim` / `--reward sim` was asked for, and the model ids resolved from the servers."""
     async with AsyncExitStack() as stack:
         sim_url = None
         if SIM in (request.policy, request.reward):
             sim_url = await stack.enter_async_context(_simulator(datasets, config.template))
-        policy_url = (
-            sim_url if request.policy == SIM else request.policy or _registered_url(db, "policy")
+        policy_url, policy_key = _endpoint(
+            db, "policy", request.policy, request.policy_api_key, sim_url
         )
-        reward_url = (
-            sim_url if request.reward == SIM else request.reward or _registered_url(db, "reward")
+        reward_url, reward_key = _endpoint(
+            db, "reward", request.reward, request.reward_api_key, sim_url
         )
         retry = RetryPolicy(
             max_attempts=config.max_retries + 1,
             timeout=config.request_timeout,
             max_total_wait=config.server_wait,
         )
-        template = load_template(config.template)
+        # The in-process simulator serves both roles; name each model so neither is guessed.
+        policy_model = request.policy_model or (SIM_POLICY_MODEL if request.policy == SIM else None)
+        reward_model = request.reward_model or (SIM_REWARD_MODEL if request.reward == SIM else None)
         policy = PolicyClient(
             policy_url,
-            model=request.policy_model,
-            api_key=request.policy_api_key,
+            model=policy_model,
+            api_key=policy_key,
             retry=retry,
             max_in_flight=config.max_in_flight,
         )
@@ -97,20 +113,36 @@ async def connected_clients(
         reward = make_reward_client(
             config.reward_protocol,
             reward_url,
-            model=request.reward_model,
-            api_key=request.reward_api_key,
+            model=reward_model,
+            api_key=reward_key,
             retry=retry,
             max_in_flight=config.max_in_flight,
-            prm=template.prm,
+            prm=load_template(config.template).prm,
         )
         stack.push_async_callback(reward.aclose)
         endpoints = Endpoints(
             policy_url=policy_url,
             policy_model=await policy.model_id(),
             reward_url=reward_url,
-            reward_model=await reward.model_id() or request.reward_model or "unknown",
+            reward_model=await reward.model_id() or reward_model or "unknown",
         )
         yield policy, reward, endpoints
+
+
+def strategy_for(config: SearchConfig) -> Strategy:
+    """The search strategy a config asks for, with its parameters."""
+    return get_strategy(
+        config.method,
+        make_params(
+            {
+                "width": config.budget,
+                "balance_temperature": config.balance_temperature,
+                "max_path_tokens": config.max_tokens,
+                "max_depth": config.max_depth,
+                "beam_expansion": config.beam_expansion,
+            }
+        ),
+    )
 
 
 def preview_config(request: RunRequest) -> SearchConfig | None:
@@ -138,7 +170,6 @@ async def run_search(
         datasets = [run_request.dataset] if run_request.dataset else []
     if not datasets:
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
-    template = load_template(config.template)
     async with connected_clients(db, endpoint_request, config, datasets) as (
         policy,
         reward,
@@ -146,32 +177,22 @@ async def run_search(
     ):
         prepared = await asyncio.to_thread(prepare_run, db, run_request, endpoints)
         on_prepared(prepared, endpoints)
-        cfg = prepared.config
-        strategy = get_strategy(
-            cfg.method,
-            make_params(
-                {
-                    "width": cfg.budget,
-                    "balance_temperature": cfg.balance_temperature,
-                    "max_path_tokens": cfg.max_tokens,
-                    "max_depth": cfg.max_depth,
-                    "beam_expansion": cfg.beam_expansion,
-                }
-            ),
-        )
         ctx = SearchContext(
             db=db,
             run_id=prepared.run.id,
-            config=cfg,
-            template=load_template(cfg.template) if cfg.template != template.name else template,
-            strategy=strategy,
+            config=prepared.config,
+            template=load_template(prepared.config.template),
+            strategy=strategy_for(prepared.config),
             policy=policy,
             reward=reward,
             events=events_factory(prepared),
             monitor=DelimiterMonitor(),
         )
-        outcome = await execute_run(ctx)
-        capabilities = getattr(policy, "capabilities", None)
-        if capabilities:
-            await asyncio.to_thread(repo.set_run_capabilities, db, prepared.run.id, capabilities)
+        try:
+            outcome = await execute_run(ctx)
+        finally:
+            # What the policy server supports (n > 1, matched_stop, usage) goes into the run.
+            await asyncio.to_thread(
+                repo.set_run_capabilities, db, prepared.run.id, policy.capabilities
+            )
         return prepared, outcome

@@ -136,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         from rebase_cli.sim.inprocess import bind_socket, uvicorn_config
 
         config = config_from_args(args)
-        app = create_app(config)
-        sock = bind_socket(config.host, config.port)
+        sock = bind_socket(config.host, config.port)  # a busy port fails before slow loading
+        try:
+            app = create_app(config)
+        except BaseException:
+            sock.close()
+            raise
     except RebaseError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

@@ -35,12 +35,12 @@ RAW_LABEL_MASS = 0.98  # share of the next-token distribution the two label toke
 
 @dataclass(frozen=True)
 class ParsedPath:
-    """A PRM input: the reference of its question (None if unknown) and its steps.
-    `tagged` counts the steps that were followed by a step tag."""
+    """A PRM input: the reference of its question (None if unknown), its steps, and the
+    indices of the steps that were followed by a step tag (one pooling row each)."""
 
     reference: Reference | None
     steps: tuple[str, ...]
-    tagged: int
+    tagged: tuple[int, ...] = ()
 
 
 def sigmoid(x: float) -> float:
@@ -82,16 +82,22 @@ class PrmModel:
             rest = rest[len("assistant\n") :]
         if self._tail and rest.startswith(self._tail):
             rest = rest[len(self._tail) :]
+        # Steps end at a tag or at the step delimiter (a step never contains the delimiter, so
+        # a prefix whose earlier steps are untagged, like a policy prompt, splits right too).
         tag = next((t for t in self.tags if t in rest), None)
-        if tag is None:
-            steps = tuple(self.template.split_steps(rest))
-            return ParsedPath(reference, tuple(s.strip() for s in steps), 0)
-        pieces = rest.split(tag)
-        steps = [piece.strip() for piece in pieces[:-1]]
-        tagged = len(steps)
-        if pieces[-1].strip():
-            steps.append(pieces[-1].strip())
-        return ParsedPath(reference, tuple(steps), tagged)
+        pieces = rest.split(tag) if tag else [rest]
+        delimiter = self.template.step_delimiter
+        steps: list[str] = []
+        tagged: list[int] = []
+        for number, piece in enumerate(pieces):
+            parts = [part.strip() for part in piece.split(delimiter) if part.strip()]
+            is_tagged = number < len(pieces) - 1
+            if is_tagged and not parts:
+                parts = [""]  # an empty tagged step keeps the pooling rows aligned
+            steps.extend(parts)
+            if is_tagged:
+                tagged.append(len(steps) - 1)
+        return ParsedPath(reference, tuple(steps), tuple(tagged))
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -163,5 +169,5 @@ class PrmModel:
     def pooling_rows(self, text: str) -> list[list[float]]:
         """vLLM token_classify rows: one [P(bad), P(good)] per tagged step."""
         path = self.parse(text)
-        logits = self.logits(path)[: path.tagged] if path.tagged else []
-        return [[1.0 - sigmoid(x), sigmoid(x)] for x in logits]
+        logits = self.logits(path)
+        return [[1.0 - sigmoid(logits[i]), sigmoid(logits[i])] for i in path.tagged]
