@@ -55,14 +55,22 @@ def _data_env() -> dict[str, str]:
 # ------------------------------------------------------------------------------ the CLI
 
 
+# A SIGKILLed process leaves its lease behind; with the default 30 s every resume right after a
+# kill would be refused. One second has expired before the next child has even imported rebase
+# (the lease tests set their own).
+TEST_LEASE_TTL = "1"
+
+
 def cli_env(db: Path, **extra: str) -> dict[str, str]:
-    """The environment of a `rebase` child: its database, the shared data, unbuffered output
-    (so a test can wait for a line while the child runs) and a wide, colourless console (so
-    one-line messages stay on one line)."""
+    """The environment of a `rebase` child: its database, the shared data, a user cache next to
+    the database, a short lease, unbuffered output (so a test can wait for a line while the
+    child runs) and a wide, colourless console (so one-line messages stay on one line)."""
     env = {k: v for k, v in os.environ.items() if k != "REBASE_DB"}
     env.update(_data_env())
+    env.setdefault("REBASE_CACHE_DIR", str(Path(db).parent / "cache"))
     env.update(
         REBASE_DB=str(db),
+        REBASE_LEASE_TTL=TEST_LEASE_TTL,
         PYTHONUNBUFFERED="1",
         COLUMNS="240",
         NO_COLOR="1",
@@ -162,9 +170,7 @@ class CliProcess:
         self.process.send_signal(signal.SIGINT)
 
 
-def start_rebase(
-    db: Path, *args: str, logs: Path, env: dict[str, str] | None = None
-) -> CliProcess:
+def start_rebase(db: Path, *args: str, logs: Path, env: dict[str, str] | None = None) -> CliProcess:
     """Start `rebase ARGS` in the background, logging to fresh files under `logs`."""
     logs.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.monotonic_ns()}"
@@ -285,9 +291,13 @@ def dump_run(db: Path, run_id: int, indexes: Sequence[int] | None = None) -> dic
                 continue
             key = (row["depth"], row["ordinal"])
             assert key not in owner["nodes"], f"duplicate node {key}"
-            parent = None if row["parent_depth"] is None else (
-                row["parent_depth"],
-                row["parent_ordinal"],
+            parent = (
+                None
+                if row["parent_depth"] is None
+                else (
+                    row["parent_depth"],
+                    row["parent_ordinal"],
+                )
             )
             owner["nodes"][key] = {"parent": parent, **{k: row[k] for k in _NODE_FIELDS}}
         alloc_sql = (
@@ -334,9 +344,7 @@ def diff_runs(expected: dict[int, dict], actual: dict[int, dict], limit: int = 8
     return out[:limit]
 
 
-def check_allocations(
-    dump: dict[int, dict], budget: int, max_tokens: int = 1024
-) -> list[str]:
+def check_allocations(dump: dict[int, dict], budget: int, max_tokens: int = 1024) -> list[str]:
     """REBASE invariants of every level of every problem in `dump`: the allocation at depth d
     is over open nodes of depth d only and sums to the remaining width (the budget minus the
     nodes of depths <= d that finished: terminal, or at the path token limit), each allocated
@@ -365,7 +373,9 @@ def check_allocations(
                         f"{sum(given.values())}, remaining width is {width}"
                     )
                 open_ordinals = {
-                    o for o, n in level.items() if not n["terminal"] and n["path_tokens"] < max_tokens
+                    o
+                    for o, n in level.items()
+                    if not n["terminal"] and n["path_tokens"] < max_tokens
                 }
                 if not set(given) <= open_ordinals:
                     errors.append(f"problem {index} depth {depth}: allocation to a closed node")
@@ -385,18 +395,90 @@ def check_allocations(
     return errors
 
 
+# ------------------------------------------------------------------------ waiting, copying
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 120, every: float = 0.02) -> None:
+    """Poll `predicate` until it holds; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        time.sleep(every)
+
+
+def copy_db(source: Path, target: Path) -> Path:
+    """A consistent copy of a database (SQLite's backup API, WAL content included)."""
+    src, dst = connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return target
+
+
+def committed_prefix_errors(partial: dict[int, dict], full: dict[int, dict]) -> list[str]:
+    """How a run stopped midway differs from being a prefix of the uninterrupted run: every
+    committed node and allocation must equal the full run's, and every committed depth must
+    be complete (one transaction per level: never half a level)."""
+    errors: list[str] = []
+    for index, problem in partial.items():
+        reference = full[index]
+        for part in ("nodes", "allocations"):
+            for key, value in problem[part].items():
+                if reference[part].get(key) != value:
+                    errors.append(f"problem {index} {part} {key}: {value} not in the full run")
+        for depth in {d for d, _ in problem["nodes"]}:
+            have = {k for k in problem["nodes"] if k[0] == depth}
+            want = {k for k in reference["nodes"] if k[0] == depth}
+            if have != want:
+                errors.append(f"problem {index} depth {depth}: {len(have)}/{len(want)} nodes")
+    return errors
+
+
+# ---------------------------------------------------------------------------- references
+
+_REFERENCES: dict[tuple, tuple[Path, dict[int, dict]]] = {}
+
+
+def reference_run(root: Path, *, budget: int, limit: int, seed: int = 7) -> dict[int, dict]:
+    """The dump of an uninterrupted run against a fault-free simulator, computed once per
+    process for each (budget, limit, seed) under `root`. A problem's tree depends only on the
+    seed, its index and the semantic config, so a reference with a larger limit also serves a
+    run with a smaller one (restrict it with `subset`)."""
+    key = (budget, limit, seed)
+    if key not in _REFERENCES:
+        folder = root / f"reference-b{budget}-l{limit}-s{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        db = folder / "rebase.db"
+        with start_simulator() as sim:
+            args = search_args(sim.url, budget=budget, limit=limit, seed=seed, concurrency=32)
+            done = rebase(db, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        _REFERENCES[key] = (db, dump_run(db, run_ids(db)[-1]))
+    return _REFERENCES[key][1]
+
+
+def subset(dump: dict[int, dict], indexes: Sequence[int]) -> dict[int, dict]:
+    return {i: dump[i] for i in indexes}
+
+
 # ------------------------------------------------------------------------ kill and resume
 
 
 @dataclass
 class TortureResult:
-    """What a kill-and-resume loop did."""
+    """What a kill-and-resume loop did. A kill is *mid-run* when the run was not finished
+    after it (it cut a search short); late kills are counted apart."""
 
+    run_id: int | None = None
     kills: int = 0
-    resumes: int = 0
+    mid_run_kills: int = 0
+    refused: int = 0
     kill_delays: list[float] = field(default_factory=list)
+    nodes_at_kill: list[int] = field(default_factory=list)
     integrity: list[str] = field(default_factory=list)
-    interrupted_exit: int | None = None
     final: subprocess.CompletedProcess[str] | None = None
     seconds: float = 0.0
 
@@ -412,32 +494,40 @@ def kill_and_resume(
     logs: Path,
     env: dict[str, str] | None = None,
 ) -> TortureResult:
-    """Start `rebase FIRST_ARGS`, then `kills` times: wait until it has started searching (it
-    announced its run), sleep a seeded random delay, SIGKILL it, check the database's integrity,
-    and start `rebase RESUME_ARGS(run_id)`. The last process runs to the end.
+    """Start `rebase FIRST_ARGS`; then until `kills` mid-run kills happened (or the run is
+    done): wait until the child announced its run, sleep a seeded random delay, SIGKILL it,
+    check `PRAGMA integrity_check`, and start `rebase RESUME_ARGS(run_id)`. The last child runs
+    to the end and is returned as `final`.
 
-    A kill that lands after the run already finished still counts as a kill (the moment is
-    random); the caller decides whether the loop was long enough by the node counts."""
+    A resume that finds the dead child's lease not yet expired is refused (exit 1); it is
+    counted in `refused` and simply started again."""
     result = TortureResult()
     started = time.monotonic()
     args: Sequence[str] = first_args
-    run_id: int | None = None
-    for _ in range(kills):
+    while result.mid_run_kills < kills:
         child = start_rebase(db, *args, logs=logs, env=env)
-        child.wait_for("run-", timeout=120)
+        child.wait_for("run-", timeout=180)
         pause = rng.uniform(*delay)
-        time.sleep(pause)
+        if child.process.poll() is None:
+            time.sleep(pause)
         code = child.kill()
+        if code == 1 and "is being searched by another process" in child.stderr:
+            result.refused += 1
+            time.sleep(0.2)
+            continue
+        result.kills += 1
         result.kill_delays.append(pause)
-        result.kills += 1 if code == KILLED else 0
         result.integrity.append(integrity(db))
-        if run_id is None:
+        if result.run_id is None:
             ids = run_ids(db)
             if not ids:
-                continue  # killed before the run row existed: start afresh
-            run_id = ids[-1]
-        args = resume_args(run_id)
-        result.resumes += 1
+                continue  # killed before the run existed: start afresh
+            result.run_id = ids[-1]
+            args = resume_args(result.run_id)
+        result.nodes_at_kill.append(node_count(db, result.run_id))
+        if run_status(db, result.run_id) == "done":
+            break
+        result.mid_run_kills += 1
     result.final = rebase(db, *args, env=env)
     result.seconds = time.monotonic() - started
     return result

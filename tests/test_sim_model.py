@@ -225,6 +225,18 @@ def test_prm_labels_follow_the_reference_path(sim, gsm8k):
     assert labels == [-1] * len(right)  # a wrong step and everything after it
 
 
+def test_prm_reads_a_policy_prompt_as_the_prefix_of_a_tagged_step(sim, gsm8k):
+    problem = gsm8k[0]
+    steps = [f"Step {k}: {s.body}" for k, s in enumerate(sim.bank.get(problem.question).steps, 1)]
+    prefix = sim.template.extend(sim.template.render(problem.question), steps[0])
+    tag = sim.template.prm.step_tag
+    right = sim.prm.parse(prefix + steps[1] + tag)
+    assert right.steps == tuple(steps[:2]) and right.tagged == (1,)
+    assert sim.prm.labels(right) == [1, 1]
+    wrong = sim.prm.parse(prefix + steps[1].replace("$18", "$20") + tag)
+    assert sim.prm.labels(wrong) == [1, -1]
+
+
 def test_prm_judges_steps_it_did_not_write_by_their_arithmetic(sim):
     question = "Natalia sold clips to 48 friends and then half as many. How many in total?"
     steps = ["Half of 48 is 48 / 2 = 24.", "In total 48 + 24 = 73.", "Let us double check."]

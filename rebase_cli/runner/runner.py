@@ -17,15 +17,38 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from rebase_cli.domain import ProblemStatus, RunStatus
-from rebase_cli.errors import EndpointError, RebaseError, RunLockedError
+from rebase_cli.errors import ConfigError, EndpointError, RebaseError, RunLockedError
 from rebase_cli.runner.context import SearchContext
 from rebase_cli.runner.problem_search import ProblemSearch
 from rebase_cli.store import repository as repo
 from rebase_cli.store.models import ProblemRow
 
 LEASE_TTL = timedelta(seconds=30)
+# Seconds; overrides LEASE_TTL. Tests and the torture benchmark shorten it so that a lease left
+# by a SIGKILLed process expires in seconds; a shared filesystem with slow writes may lengthen it.
+LEASE_TTL_ENV = "REBASE_LEASE_TTL"
 # A run whose problems keep failing on endpoint errors stops instead of failing them all.
 CONSECUTIVE_FAILURE_LIMIT = 5
+
+
+def lease_ttl() -> timedelta:
+    """How long a lease lives without a heartbeat: REBASE_LEASE_TTL seconds, else LEASE_TTL.
+
+    The heartbeat renews it every third of that, so a live holder never loses it to a
+    scheduling hiccup shorter than two heartbeats."""
+    raw = os.environ.get(LEASE_TTL_ENV)
+    if raw is None or not raw.strip():
+        return LEASE_TTL
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 86_400:
+        raise ConfigError(
+            f"{LEASE_TTL_ENV}={raw!r} is not a number of seconds between 0.1 and 86400",
+            f"unset it or set e.g. {LEASE_TTL_ENV}=30",
+        )
+    return timedelta(seconds=seconds)
 
 
 def lease_owner() -> str:
@@ -57,7 +80,8 @@ async def execute_run(ctx: SearchContext) -> RunOutcome:
     The lease is taken before anything else: only its holder may reset problems that a killed
     process left `running` and continue them from their last committed level."""
     owner = lease_owner()
-    await asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, LEASE_TTL)
+    ttl = lease_ttl()
+    await asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, ttl)
     await asyncio.to_thread(repo.reset_unfinished, ctx.db, ctx.run_id)
     problems = await asyncio.to_thread(
         repo.problems_of_run, ctx.db, ctx.run_id, [ProblemStatus.PENDING.value]
@@ -66,7 +90,7 @@ async def execute_run(ctx: SearchContext) -> RunOutcome:
     outcome = RunOutcome(run_id=ctx.run_id, problems_total=len(problems))
     started = time.monotonic()
     search = asyncio.create_task(_search_all(ctx, problems, outcome))
-    heartbeat = asyncio.create_task(_heartbeat(ctx, owner))
+    heartbeat = asyncio.create_task(_heartbeat(ctx, owner, ttl))
     try:
         # Whichever ends first decides: the search finishing, or the lease being lost.
         await asyncio.wait([search, heartbeat], return_when=asyncio.FIRST_COMPLETED)
@@ -105,10 +129,10 @@ def _close_run(ctx: SearchContext, owner: str, status: RunStatus, wall: float) -
     repo.release_lease(ctx.db, ctx.run_id, owner)
 
 
-async def _heartbeat(ctx: SearchContext, owner: str) -> None:
+async def _heartbeat(ctx: SearchContext, owner: str, ttl: timedelta) -> None:
     while True:
-        await asyncio.sleep(LEASE_TTL.total_seconds() / 3)
-        renewed = await asyncio.to_thread(repo.renew_lease, ctx.db, ctx.run_id, owner, LEASE_TTL)
+        await asyncio.sleep(ttl.total_seconds() / 3)
+        renewed = await asyncio.to_thread(repo.renew_lease, ctx.db, ctx.run_id, owner, ttl)
         if not renewed:
             raise RunLockedError(
                 f"run-{ctx.run_id} was taken over by another process", "let that process finish"

@@ -58,7 +58,8 @@ from rebase_cli.sim.config import ROLES, FaultConfig, LatencyConfig, SimConfig
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rebase_cli.sim",
-        description="Simulated SGLang policy / PRM server (synthetic results).",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--role", choices=ROLES, default="policy")

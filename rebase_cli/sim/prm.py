@@ -28,6 +28,7 @@ from rebase_cli.sim.bank import Bank, Reference, mask_numbers, stable_hash
 from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.stepformat import StepFormat, same_answer
 
+_ASSISTANT = "<|im_start|>assistant"
 _CHAT_TOKEN = re.compile(r"<\|[^|<>]{1,40}\|>")
 _STANDARD_NORMAL = NormalDist()
 RAW_LABEL_MASS = 0.98  # share of the next-token distribution the two label tokens hold
@@ -72,14 +73,15 @@ class PrmModel:
         are any, else at the template's step delimiter)."""
         found = self.bank.find_in(text)
         reference, rest = (found[0], text[found[1] :]) if found else (None, text)
-        if reference is None:
+        located = reference is not None  # whether `rest` starts after the question
+        if not located:
             question = self.template.question_of(text)
-            if question is not None:
-                root = self.template.render(question)
-                rest = text[len(root) :] if text.startswith(root) else rest
+            root = self.template.render(question) if question is not None else None
+            if root is not None and text.startswith(root):
+                rest, located = text[len(root) :], True
+        if _ASSISTANT in rest:  # chat format: the steps are the assistant's turn
+            rest, located = rest[rest.rindex(_ASSISTANT) + len(_ASSISTANT) :], True
         rest = _CHAT_TOKEN.sub("\n", rest).strip()
-        if rest.startswith("assistant\n"):
-            rest = rest[len("assistant\n") :]
         if self._tail and rest.startswith(self._tail):
             rest = rest[len(self._tail) :]
         # Steps end at a tag or at the step delimiter (a step never contains the delimiter, so
@@ -97,6 +99,9 @@ class PrmModel:
             steps.extend(parts)
             if is_tagged:
                 tagged.append(len(steps) - 1)
+        if not located and len(steps) > 1 and (not tagged or tagged[0] > 0):
+            # An unknown question in an unknown format: its first line is the question.
+            steps, tagged = steps[1:], [index - 1 for index in tagged]
         return ParsedPath(reference, tuple(steps), tuple(tagged))
 
     # -- judging ----------------------------------------------------------------------------

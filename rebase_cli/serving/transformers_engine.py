@@ -1,0 +1,91 @@
+"""`transformers serve` (Hugging Face transformers ≥ 5) as a policy engine: the command line and
+the check that it can run here. Nothing in this module starts a process.
+
+What that server does, as observed with transformers 5.x on CPU, and what callers must know:
+- `transformers serve MODEL` preloads MODEL (a hub id or a local directory) before it listens,
+  so once GET /health answers 200 the first request is served without loading.
+- /v1/completions honours `stop`, `max_tokens`, `temperature`, `top_p` and `seed`, and reports
+  `usage`; it ignores `n` (one choice per request), returns no `logprobs`, and reports neither
+  `matched_stop` nor `stop_reason`. The returned text still *contains* the stop string (and the
+  rest of the token that completed it, e.g. "\\n\\n" for stop "\\n").
+- It samples only when the model's generation_config.json says `"do_sample": true` (else every
+  request with temperature > 0 is greedy); `rebase models prepare` writes that.
+- Requests are served one at a time; `--continuous-batching` batches them but then ignores
+  `stop` and `temperature`, so it is not used.
+- torch's default thread count spins badly when the cores are shared with other busy
+  processes (the search client, the reward server): one thread per server was over ten times
+  faster on a 2-core machine under load. `transformers_env` sets it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from rebase_cli.errors import ServeError
+
+INSTALL_HINT = "install it with `pip install 'rebase-cli[transformers]'`"
+# Imported by `transformers serve` itself: without them it fails only after a slow start.
+_SERVER_MODULES = ("transformers", "torch", "fastapi", "uvicorn", "openai")
+MIN_MAJOR = 5
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def transformers_executable() -> str:
+    """The `transformers` console script of this interpreter's environment (the one whose
+    packages were checked), falling back to the one on PATH."""
+    beside = Path(sys.executable).with_name("transformers")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("transformers")
+    if found is None:
+        raise ServeError("the `transformers` command is not installed", INSTALL_HINT)
+    return found
+
+
+def check_transformers_available(modules: Sequence[str] = _SERVER_MODULES) -> None:
+    """Raise a one-line ServeError unless `transformers serve` can run in this environment."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ServeError(
+            f"the transformers engine needs {', '.join(missing)} (not installed)", INSTALL_HINT
+        )
+    if "transformers" in modules:
+        version = metadata.version("transformers")
+        head = version.split(".", 1)[0]
+        if not head.isdigit() or int(head) < MIN_MAJOR:
+            raise ServeError(
+                f"the transformers engine needs transformers>={MIN_MAJOR}, found {version}",
+                INSTALL_HINT,
+            )
+
+
+def build_transformers_command(
+    model: str,
+    host: str,
+    port: int,
+    device: str = "cpu",
+    extra: Sequence[str] = (),
+    *,
+    dtype: str | None = None,
+    executable: str | None = None,
+) -> list[str]:
+    """argv of `transformers serve` preloading `model` (hub id or local directory) on
+    host:port. `dtype` None keeps the checkpoint's dtype; `extra` is appended verbatim."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ServeError(f"unknown device {device!r}", f"use one of {', '.join(DEVICES)}")
+    argv = [executable or transformers_executable(), "serve", model]
+    argv += ["--host", host, "--port", str(port), "--device", device]
+    if dtype is not None:
+        argv += ["--dtype", dtype]
+    return argv + list(extra)
+
+
+def transformers_env(threads: int | None = 1) -> Mapping[str, str]:
+    """Environment additions for the server process: torch's intra-op thread count (None:
+    torch's default, every core)."""
+    return {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
