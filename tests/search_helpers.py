@@ -171,7 +171,8 @@ class CliProcess:
 
 
 def start_rebase(db: Path, *args: str, logs: Path, env: dict[str, str] | None = None) -> CliProcess:
-    """Start `rebase ARGS` in the background, logging to fresh files under `logs`."""
+    """Start `rebase ARGS` in the background, logging to fresh files under `logs`. The child
+    leads a new process group, so that anything it starts can be found (`live_group`)."""
     logs.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.monotonic_ns()}"
     out, err = logs / f"{stamp}.out", logs / f"{stamp}.err"
@@ -182,8 +183,26 @@ def start_rebase(db: Path, *args: str, logs: Path, env: dict[str, str] | None = 
             stdout=stdout,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return CliProcess(process, out, err)
+
+
+def live_group(pgid: int) -> list[int]:
+    """Pids of the live (not zombie) processes of process group `pgid`."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is parenthesised and may hold spaces: split after its last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
 
 
 # ----------------------------------------------------------------------------- SQLite
@@ -443,6 +462,15 @@ _REFERENCES: dict[tuple, tuple[Path, dict[int, dict]]] = {}
 
 
 def reference_run(root: Path, *, budget: int, limit: int, seed: int = 7) -> dict[int, dict]:
+    return _reference(root, budget, limit, seed)[1]
+
+
+def reference_db(root: Path, *, budget: int, limit: int, seed: int = 7) -> Path:
+    """The database of `reference_run` (copy it before changing anything in it)."""
+    return _reference(root, budget, limit, seed)[0]
+
+
+def _reference(root: Path, budget: int, limit: int, seed: int) -> tuple[Path, dict[int, dict]]:
     """The dump of an uninterrupted run against a fault-free simulator, computed once per
     process for each (budget, limit, seed) under `root`. A problem's tree depends only on the
     seed, its index and the semantic config, so a reference with a larger limit also serves a
@@ -457,7 +485,7 @@ def reference_run(root: Path, *, budget: int, limit: int, seed: int = 7) -> dict
             done = rebase(db, *args)
         assert done.returncode == 0, done.stdout + done.stderr
         _REFERENCES[key] = (db, dump_run(db, run_ids(db)[-1]))
-    return _REFERENCES[key][1]
+    return _REFERENCES[key]
 
 
 def subset(dump: dict[int, dict], indexes: Sequence[int]) -> dict[int, dict]:

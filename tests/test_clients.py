@@ -118,6 +118,27 @@ def test_vllm_stop_reason_is_read_as_matched_stop(server):
     assert [c.completion_tokens for c in batch.completions] == [2, 2, 2, 4]
 
 
+def test_text_past_a_stop_string_is_cut_there_and_counts_as_a_step_end(server):
+    # `transformers serve` returns the stop string and the rest of its token in the text, and no
+    # matched_stop: the step is what comes before the stop string.
+    def transformers_like(request):
+        return Reply.json(
+            {
+                "choices": [
+                    {"index": 0, "text": "Step 1: 2 + 2 = 4.\n\n", "finish_reason": "stop"},
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 9},
+            }
+        )
+
+    server.route("/v1/completions", transformers_like)
+    batch, caps = expand(server, n=1)
+    [completion] = batch.completions
+    assert completion.text == "Step 1: 2 + 2 = 4."
+    assert (completion.finish_reason, completion.matched_stop) == ("stop", "\n")
+    assert caps["reports_matched_stop"] is False
+
+
 def test_max_n_splits_a_large_n_into_requests_with_consecutive_seeds(server):
     batch, _ = expand(server, n=5, seed=100, max_n=2)
     bodies = [r.body for r in server.requests_to("/v1/completions")]

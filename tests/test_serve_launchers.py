@@ -177,3 +177,29 @@ def test_wildcard_binds_are_reached_through_loopback() -> None:
     assert net.base_url("0.0.0.0", 8) == "http://127.0.0.1:8"
     assert net.base_url("::", 8) == "http://[::1]:8"
     assert net.base_url("10.0.0.5", 8) == "http://10.0.0.5:8"
+
+
+def test_transformers_engine_is_registered_with_its_device_and_thread_env(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    launcher = launchers.get_launcher("transformers")
+    monkeypatch.setattr(launcher, "executable", "/venv/bin/transformers")
+    spec = ServeSpec(
+        role="policy", engine="transformers", port=30500, model="/models/smol", device="cuda",
+        extra_args=("--dtype", "float32"),
+    )  # fmt: skip
+    launchers.validate(spec, launcher)
+    assert launcher.command(spec) == [
+        "/venv/bin/transformers", "serve", "/models/smol",
+        "--host", "127.0.0.1", "--port", "30500", "--device", "cuda", "--dtype", "float32",
+    ]  # fmt: skip
+    assert "OMP_NUM_THREADS" in launcher.env(spec)
+    assert launchers.get_launcher("sglang").env(spec) == {}
+    with pytest.raises(UsageError, match="--device is not supported by the sglang engine"):
+        launchers.validate(ServeSpec(role="policy", engine="sglang", device="cuda"),
+                           launchers.get_launcher("sglang"))  # fmt: skip
+
+
+def test_transformers_engine_serves_the_policy_only() -> None:
+    launcher = launchers.get_launcher("transformers")
+    with pytest.raises(UsageError, match="policy only"):
+        launcher.preflight(ServeSpec(role="reward", engine="transformers", model="m"))

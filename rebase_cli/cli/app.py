@@ -72,6 +72,7 @@ def _register() -> None:
         datasets_cmd,
         db_cmd,
         grade_cmd,
+        models_cmd,
         report_cmd,
         runs_cmd,
         search_cmd,
@@ -83,6 +84,7 @@ def _register() -> None:
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(datasets_cmd.app, name="datasets")
     app.add_typer(serve_cmd.app, name="serve")
+    app.add_typer(models_cmd.app, name="models")
     app.command("grade")(grade_cmd.grade)
     app.command("report")(report_cmd.report)
     app.command("tree")(report_cmd.tree)

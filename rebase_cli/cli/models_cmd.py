@@ -44,11 +44,14 @@ def list_cmd(
     if json_output:
         print_json(rows)
         return
-    table = Table("name", "prepared", "template", "path", "description")
-    for row in rows:
+    table = Table("name", "prepared", "template", "size", "path")
+    table.columns[-1].overflow = "fold"  # a path is only useful whole
+    for row, source in zip(rows, MODELS.values(), strict=True):
         mark = "[green]yes[/]" if row["prepared"] else "[yellow]no[/]"
-        table.add_row(row["name"], mark, row["template"], row["path"], row["description"])
+        table.add_row(row["name"], mark, row["template"], source.size_hint, row["path"])
     console.print(table)
+    for source in MODELS.values():
+        console.print(f"{source.name}: {source.description} ({source.license})", highlight=False)
 
 
 @app.command("prepare")
@@ -109,6 +112,12 @@ def _stages() -> Iterator[StageCallback]:
         yield on_stage
         if current:
             progress.update(current[-1], completed=1, total=1)
+    except BaseException:
+        if current:  # a frozen spinner would read as "still running"
+            task = progress.tasks[-1]
+            failed = f"[red]failed:[/] {task.description}"
+            progress.update(task.id, description=failed, completed=1, total=1)
+        raise
     finally:
         if current:
             progress.stop()

@@ -42,7 +42,10 @@ def _role_command(role: Role):
             ),
         ] = None,
         engine: Annotated[
-            EngineName, typer.Option(help="sglang (GPU) or sim (CPU simulator).")
+            EngineName,
+            typer.Option(
+                help="sglang (GPU), sim (CPU simulator) or transformers (`transformers serve`)."
+            ),
         ] = EngineName.sglang,
         model: Annotated[
             str | None, typer.Option(help="Hugging Face id or local folder.", show_default=False)
@@ -84,6 +87,10 @@ def _role_command(role: Role):
                 show_default=False,
             ),
         ] = None,
+        device: Annotated[
+            str | None,
+            typer.Option(help="transformers engine: cpu, cuda or auto.", show_default=False),
+        ] = None,
         detach: Annotated[
             bool, typer.Option("--detach", "-d", help="Leave it running in the background.")
         ] = False,
@@ -107,6 +114,7 @@ def _role_command(role: Role):
             api_key=api_key,
             served_model_name=served_model_name,
             reward_protocol=reward_protocol.value if reward_protocol else None,
+            device=device,
             extra_args=tuple(extra or ()),
         )
         _serve(spec, detach=detach, timeout=timeout)

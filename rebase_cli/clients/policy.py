@@ -51,12 +51,28 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def parse_reply(data: Any, requested: int, body: str) -> Reply:
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """`text` up to the earliest stop string in it, and that stop string (None if none occurs).
+
+    Some OpenAI-compatible servers (`transformers serve`) return the stop string, and the rest of
+    the token that held it, inside the text; the step is what comes before it."""
+    earliest: tuple[int, str] | None = None
+    for candidate in stop:
+        at = text.find(candidate) if candidate else -1
+        if at >= 0 and (earliest is None or at < earliest[0]):
+            earliest = (at, candidate)
+    if earliest is None:
+        return text, None
+    return text[: earliest[0]], earliest[1]
+
+
+def parse_reply(data: Any, requested: int, body: str, stop: Sequence[str] = ()) -> Reply:
     """Validate a completions body. Raises MalformedResponse on a wrong shape.
 
-    Choices are ordered by `index`; more than `requested` are cut off. The usage's
-    completion_tokens (summed over choices by the server) is split over the choices by text
-    length, exact when there is one choice."""
+    Choices are ordered by `index`; more than `requested` are cut off. A text that still holds
+    one of the requested `stop` strings is cut there, and that string becomes its matched stop
+    when the server reported none. The usage's completion_tokens (summed over choices by the
+    server) is split over the choices by text length, exact when there is one choice."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
         raise MalformedResponse("no `choices` list", body)
@@ -75,15 +91,19 @@ def parse_reply(data: Any, requested: int, body: str) -> Reply:
         completion_tokens = sum(-(-len(t) // CHARS_PER_TOKEN) for t in texts)
     tokens = apportion(completion_tokens, [len(t) for t in texts])
     completions = tuple(
-        Completion(
-            text=c["text"],
-            finish_reason=_finish_reason(c.get("finish_reason")),
-            matched_stop=_stop_value(c.get(stop_field)) if stop_field else None,
-            completion_tokens=n,
-        )
-        for c, n in zip(choices, tokens, strict=True)
+        _completion(c, n, stop_field, stop) for c, n in zip(choices, tokens, strict=True)
     )
     return Reply(completions, prompt_tokens or 0, completion_tokens, stop_field, usage_reported)
+
+
+def _completion(choice: dict, tokens: int, stop_field: str | None, stop: Sequence[str]):
+    text, found = cut_at_stop(choice["text"], stop)
+    matched = _stop_value(choice.get(stop_field)) if stop_field else None
+    finish_reason = _finish_reason(choice.get("finish_reason"))
+    if found is not None:
+        # The server generated past a stop string: the step ended there, whatever it says.
+        finish_reason, matched = "stop", found
+    return Completion(text, finish_reason, matched, tokens)
 
 
 def _finish_reason(value: Any) -> str:
@@ -220,8 +240,9 @@ class PolicyClient:
             raw = await self.endpoint.client.completions.with_raw_response.create(**params)
             return raw.http_response.text
 
+        stop = params.get("stop") or ()
         return await self.endpoint.call(
-            COMPLETIONS, send, lambda text: parse_reply(parse_json(text), n, text)
+            COMPLETIONS, send, lambda text: parse_reply(parse_json(text), n, text, stop)
         )
 
     def _observe(self, reply: Reply) -> None:

@@ -29,6 +29,7 @@ class ModelSource:
     template: str
     description: str
     license: str
+    size_hint: str
 
     @property
     def requirement(self) -> str:
@@ -49,6 +50,7 @@ SMOLLM2 = ModelSource(
     template="smollm2-chat",
     description="SmolLM2-135M-Instruct (Hugging Face), de-quantized from a Q4_1 GGUF",
     license="Apache-2.0",
+    size_hint="93 MB download, 270 MB on disk",
 )
 
 MODELS: dict[str, ModelSource] = {SMOLLM2.name: SMOLLM2}

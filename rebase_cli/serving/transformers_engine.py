@@ -1,7 +1,7 @@
 """`transformers serve` (Hugging Face transformers ≥ 5) as a policy engine: the command line and
 the check that it can run here. Nothing in this module starts a process.
 
-What that server does, as observed with transformers 5.x on CPU, and what callers must know:
+What that server does, as observed with transformers 5.24 on CPU, and what callers must know:
 - `transformers serve MODEL` preloads MODEL (a hub id or a local directory) before it listens,
   so once GET /health answers 200 the first request is served without loading.
 - /v1/completions honours `stop`, `max_tokens`, `temperature`, `top_p` and `seed`, and reports
@@ -14,19 +14,24 @@ What that server does, as observed with transformers 5.x on CPU, and what caller
   `stop` and `temperature`, so it is not used.
 - torch's default thread count spins badly when the cores are shared with other busy
   processes (the search client, the reward server): one thread per server was over ten times
-  faster on a 2-core machine under load. `transformers_env` sets it.
+  faster on a 2-core machine under load. `transformers_env` sets it (half the cores).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rebase_cli.errors import ServeError
+from rebase_cli.errors import ServeError, UsageError
+
+if TYPE_CHECKING:  # launchers.py may import this module to register the engine
+    from rebase_cli.serving.launchers import ServeSpec
 
 INSTALL_HINT = "install it with `pip install 'rebase-cli[transformers]'`"
 # Imported by `transformers serve` itself: without them it fails only after a slow start.
@@ -85,7 +90,59 @@ def build_transformers_command(
     return argv + list(extra)
 
 
-def transformers_env(threads: int | None = 1) -> Mapping[str, str]:
-    """Environment additions for the server process: torch's intra-op thread count (None:
-    torch's default, every core)."""
-    return {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
+def default_threads() -> int:
+    """Half the cores (at least one): the other half stays with the search client and the
+    reward server, which run beside the policy on a CPU-only machine."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def transformers_env(threads: int | None = None) -> Mapping[str, str]:
+    """Environment additions for the server process: torch's intra-op thread count (`threads`,
+    else `default_threads()`), unless the user already set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(threads or default_threads())}
+
+
+class TransformersLauncher:
+    """`transformers serve` as a `rebase serve policy --engine transformers` launcher (same
+    shape as the launchers in `launchers.py`, plus `env`). Serves the policy only: it has no
+    process-reward endpoint."""
+
+    name = "transformers"
+    # Loading a small model on a CPU takes seconds; a hub download of a large one, minutes.
+    default_timeout = 600.0
+    options = frozenset({"model", "device"})
+
+    def __init__(
+        self, device: str = "cpu", threads: int | None = None, executable: str | None = None
+    ) -> None:
+        self.device = device
+        self.threads = threads
+        self.executable = executable
+
+    def preflight(self, spec: ServeSpec) -> None:
+        if spec.role != "policy":
+            raise UsageError(
+                "the transformers engine serves the policy only (it has no PRM endpoint)",
+                "serve the reward with --engine sglang on a GPU, or use --reward sim",
+            )
+        if spec.model is None:
+            raise UsageError(
+                "the transformers engine needs --model",
+                "a Hugging Face id, or the folder `rebase models prepare smollm2` prints",
+            )
+        check_transformers_available()
+
+    def command(self, spec: ServeSpec) -> list[str]:
+        return build_transformers_command(
+            str(spec.model),
+            spec.host,
+            int(spec.port or 0),
+            spec.device or self.device,
+            spec.extra_args,
+            executable=self.executable,
+        )
+
+    def env(self, spec: ServeSpec) -> Mapping[str, str]:
+        return transformers_env(self.threads)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, update
@@ -171,6 +172,54 @@ def release_lease(db: Database, run_id: int, owner: str) -> None:
             .where(col(Run.id) == run_id, col(Run.lease_owner) == owner)
             .values(lease_owner=None, lease_expires_at=None)
         )
+
+
+def close_run(
+    db: Database, run_id: int, owner: str, status: RunStatus, *, wall_seconds: float = 0.0
+) -> bool:
+    """Set the final status, add `wall_seconds` and release the lease, if `owner` still holds
+    it; False (and nothing changed) if another process took the run over meanwhile, whose
+    status is then not ours to set."""
+    with db.write() as session:
+        result = session.exec(
+            update(Run)
+            .where(col(Run.id) == run_id, col(Run.lease_owner) == owner)
+            .values(
+                status=status.value,
+                updated_at=utcnow(),
+                wall_seconds=Run.wall_seconds + wall_seconds,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        return result.rowcount == 1
+
+
+class FencedDatabase(Database):
+    """The same database (same engine), for the searches of a run under a lease: every write
+    transaction first checks, in that transaction, that `owner` still holds the run's lease,
+    and raises RunLockedError otherwise. Reads are not fenced.
+
+    Why: a holder that stalls past its lease (SIGSTOP, a suspended machine) loses the run to
+    another process; when it wakes it still has levels in flight. Without this fence it could
+    commit one of them first, and the new holder's commit of the same level would then be
+    refused as out of order, failing its whole run."""
+
+    def __init__(self, db: Database, run_id: int, owner: str) -> None:
+        super().__init__(db.path, db.engine)
+        self.run_id = run_id
+        self.owner = owner
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with super().write() as session:
+            holder = session.exec(select(Run.lease_owner).where(Run.id == self.run_id)).first()
+            if holder != self.owner:
+                raise RunLockedError(
+                    f"run-{self.run_id} was taken over by another process",
+                    "let that process finish",
+                )
+            yield session
 
 
 # ------------------------------------------------------------------------------- problems
