@@ -102,12 +102,16 @@ def main() -> None:
             report(f"{problems} problems", result, samples)
             peaks.append((problems, result.max_rss_mib))
     slope, intercept = fit([p for p, _ in peaks], [m for _, m in peaks])
-    full = intercept + slope * 1319
+    largest = max(m for _, m in peaks)
+    if args.full:
+        full, how = peaks[-1][1], "measured"
+    else:
+        # A flat or falling line (memory bounded by the problems in flight) cannot promise less
+        # than was already seen, so the estimate is never below the largest measured peak.
+        full, how = max(largest, intercept + slope * 1319), "extrapolated"
     print(
-        f"\npeak RSS grows {slope * 100:.1f} MiB per 100 problems over the prefixes; "
-        f"1,319 problems: {'measured' if args.full else 'extrapolated'} "
-        f"{peaks[-1][1] if args.full else full:.0f} MiB "
-        f"({(peaks[-1][1] if args.full else full) / baseline:.2f}x the 1-problem baseline "
+        f"\npeak RSS changes by {slope * 100:+.1f} MiB per 100 problems over the prefixes; "
+        f"1,319 problems: {how} {full:.0f} MiB ({full / baseline:.2f}x the 1-problem baseline "
         f"of {baseline:.0f} MiB)"
     )
 

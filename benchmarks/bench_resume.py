@@ -16,9 +16,9 @@ wait is measured.
 Measured (median of `--repeat`, each on a fresh copy of that database, the child interrupted
 after the first request): the time from starting the child to the simulator counting its first
 completion or scoring request (polling GET /sim/stats every 10 ms). Baselines in the same run:
-the same command starting a NEW run of all 1,319 problems on an empty database, and a new run
-of one problem (start-up alone). Finally one resume runs to the end, to check that it finished
-exactly the 13 unfinished problems.
+the same command starting a NEW run of all 1,319 problems on an empty database, a new run of
+one problem, and `rebase --version` (interpreter start-up and imports alone). Finally one
+resume runs to the end, to check that it finished exactly the 13 unfinished problems.
 """
 
 from __future__ import annotations
@@ -227,6 +227,9 @@ def main() -> None:
             one = Path(tmp) / f"one{attempt}.db"
             figures["new run, 1"].append(time_to_first_request(one, fresh_one, sim.url)[0])
 
+        imports = statistics.median(
+            run_cli(Path(tmp) / "version.db", ["--version"]).wall for _ in range(args.repeat)
+        )
         print(f"\ntime from start to the first model request (median of {args.repeat}):")
         baseline = statistics.median(figures["new run, 1"])
         for what, values in figures.items():
@@ -236,6 +239,7 @@ def main() -> None:
                 f"  {what:16} {median:6.2f} s  ({median / baseline:4.2f}x a new 1-problem run;"
                 f" each: {runs})"
             )
+        print(f"  (`rebase --version`, i.e. interpreter start-up and imports: {imports:.2f} s)")
 
         db = Path(tmp) / "complete.db"
         shutil.copyfile(prepared, db)

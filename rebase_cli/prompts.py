@@ -10,6 +10,9 @@ so LaTeX braces in templates need no escaping.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -80,6 +83,11 @@ class PromptTemplate:
     def split_steps(self, generated: str) -> list[str]:
         """Steps of a generated continuation, split at the delimiter (empty pieces dropped)."""
         return [part for part in generated.split(self.step_delimiter) if part.strip()]
+
+    def digest(self) -> str:
+        """sha256 of every field: two templates that prompt or parse differently differ."""
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def question_of(self, prompt: str) -> str | None:
         """The question inside a root-or-descendant prompt of this template, or None."""

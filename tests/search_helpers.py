@@ -498,7 +498,7 @@ def subset(dump: dict[int, dict], indexes: Sequence[int]) -> dict[int, dict]:
 @dataclass
 class TortureResult:
     """What a kill-and-resume loop did. A kill is *mid-run* when the run was not finished
-    after it (it cut a search short); late kills are counted apart."""
+    after it (it cut a search short); `integrity` has one entry per child stopped."""
 
     run_id: int | None = None
     kills: int = 0
@@ -521,6 +521,7 @@ def kill_and_resume(
     delay: tuple[float, float],
     logs: Path,
     env: dict[str, str] | None = None,
+    on_kill: Callable[[TortureResult], None] | None = None,
 ) -> TortureResult:
     """Start `rebase FIRST_ARGS`; then until `kills` mid-run kills happened (or the run is
     done): wait until the child announced its run, sleep a seeded random delay, SIGKILL it,
@@ -528,7 +529,8 @@ def kill_and_resume(
     to the end and is returned as `final`.
 
     A resume that finds the dead child's lease not yet expired is refused (exit 1); it is
-    counted in `refused` and simply started again."""
+    counted in `refused` and simply started again. `on_kill` sees the result after each kill
+    (for progress lines)."""
     result = TortureResult()
     started = time.monotonic()
     args: Sequence[str] = first_args
@@ -543,8 +545,11 @@ def kill_and_resume(
             result.refused += 1
             time.sleep(0.2)
             continue
-        result.kills += 1
-        result.kill_delays.append(pause)
+        if code not in (KILLED, 0):
+            raise RuntimeError(f"rebase {' '.join(args)} failed ({code})\n{child.output()}")
+        if code == KILLED:
+            result.kills += 1
+            result.kill_delays.append(pause)
         result.integrity.append(integrity(db))
         if result.run_id is None:
             ids = run_ids(db)
@@ -556,6 +561,8 @@ def kill_and_resume(
         if run_status(db, result.run_id) == "done":
             break
         result.mid_run_kills += 1
+        if on_kill is not None:
+            on_kill(result)
     result.final = rebase(db, *args, env=env)
     result.seconds = time.monotonic() - started
     return result

@@ -66,11 +66,12 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
 
 def test_fingerprint_ignores_operational_keys_only() -> None:
     base = build_config({"budget": 16})
-    assert fingerprint(base, "sha") == fingerprint(
-        base.model_copy(update={"concurrency": 3, "limit": 5, "request_timeout": 9.0}), "sha"
-    )
-    assert fingerprint(base, "sha") != fingerprint(base.model_copy(update={"seed": 1}), "sha")
-    assert fingerprint(base, "sha") != fingerprint(base, "other-dataset")
+    operational = base.model_copy(update={"concurrency": 3, "limit": 5, "request_timeout": 9.0})
+    assert fingerprint(base, "sha", "tpl") == fingerprint(operational, "sha", "tpl")
+    seeded = base.model_copy(update={"seed": 1})
+    assert fingerprint(base, "sha", "tpl") != fingerprint(seeded, "sha", "tpl")
+    assert fingerprint(base, "sha", "tpl") != fingerprint(base, "other-dataset", "tpl")
+    assert fingerprint(base, "sha", "tpl") != fingerprint(base, "sha", "edited-template")
 
 
 def test_differing_keys_lists_each_change() -> None:

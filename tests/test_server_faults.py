@@ -146,3 +146,30 @@ def test_server_that_stays_down_stops_the_run_resumably(
     assert "resuming run-1 (failed)" in resumed.stdout
     assert run_status(db, 1) == "done"
     assert diff_runs(expected, dump_run(db, 1)) == []
+
+
+def test_run_whose_every_problem_failed_is_not_done_and_resume_retries_it(
+    expected: dict[int, dict], tmp_path: Path
+) -> None:
+    """Fewer problems than the abort threshold, all failing on a dead server: the run must not
+    be marked done (a done run is invisible to `--resume`), and `--resume` retries them."""
+    db = tmp_path / "rebase.db"
+    sim = start_simulator("--base-ms", "20")
+    port = port_of(sim)
+    few = search_args(sim.url, budget=BUDGET, limit=3, extra=("--server-wait", "1"))
+    child = start_rebase(db, *few, logs=tmp_path / "logs")
+    try:
+        wait_until(lambda: node_count(db) >= 10 or child.process.poll() is not None)
+        sim.stop()
+        child.wait(120)
+    finally:
+        child.kill()
+    assert query(db, "SELECT DISTINCT status FROM problem") == [("failed",)], child.output()
+    assert run_status(db, 1) == "failed"
+
+    with start_simulator(port=port) as sim:
+        resumed = rebase(db, *few, "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming run-1" in resumed.stdout
+    assert run_status(db, 1) == "done"
+    assert diff_runs(subset(expected, range(3)), dump_run(db, 1)) == []

@@ -142,8 +142,12 @@ def search(
             f"interrupted; resume with: rebase search --run run-{prepared.run.id}", highlight=False
         )
         raise typer.Exit(130)
-    if outcome.aborted:
-        err_console.print(f"[bold red]error:[/] {outcome.aborted}", highlight=False)
-        raise typer.Exit(1)
     if not json_output:
         out.print(f"report: rebase report run-{prepared.run.id}")
+    if totals["failed"]:
+        err_console.print(
+            f"{totals['failed']} problem(s) failed; retry them with: "
+            f"rebase search --run run-{prepared.run.id}",
+            highlight=False,
+        )
+        raise typer.Exit(1)

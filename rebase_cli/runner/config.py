@@ -129,10 +129,15 @@ def semantic_dict(config: SearchConfig) -> dict[str, Any]:
     return {k: v for k, v in config.model_dump().items() if k not in OPERATIONAL_KEYS}
 
 
-def fingerprint(config: SearchConfig, dataset_sha256: str) -> str:
-    """sha256 of the canonical semantic config and the dataset's checksum."""
+def fingerprint(config: SearchConfig, dataset_sha256: str, template_digest: str) -> str:
+    """sha256 of the canonical semantic config, the dataset's checksum and the template's
+    content (a template edited under the same name is another experiment)."""
     canonical = json.dumps(
-        {"config": semantic_dict(config), "dataset_sha256": dataset_sha256},
+        {
+            "config": semantic_dict(config),
+            "dataset_sha256": dataset_sha256,
+            "template": template_digest,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )

@@ -106,6 +106,11 @@ async def execute_run(ctx: SearchContext) -> RunOutcome:
         outcome.interrupted = True
         search.cancel()
         await asyncio.gather(search, return_exceptions=True)
+    except Exception as exc:
+        # A run-level error (a wrong template, a lost lease, endpoints that stay down) fails the
+        # run; its committed levels stay and a resume continues from them.
+        outcome.aborted = exc.one_line() if isinstance(exc, RebaseError) else repr(exc)
+        raise
     finally:
         heartbeat.cancel()
         outcome.wall_seconds = time.monotonic() - started
@@ -119,12 +124,23 @@ def _final_status(ctx: SearchContext, outcome: RunOutcome) -> RunStatus:
         return RunStatus.INTERRUPTED
     if outcome.aborted:
         return RunStatus.FAILED
-    remaining = repo.problems_of_run(
-        ctx.db, ctx.run_id, statuses=[ProblemStatus.PENDING.value, ProblemStatus.RUNNING.value]
-    )
-    if remaining:
+    statuses = {
+        problem.status
+        for problem in repo.problems_of_run(
+            ctx.db,
+            ctx.run_id,
+            statuses=[
+                ProblemStatus.PENDING.value,
+                ProblemStatus.RUNNING.value,
+                ProblemStatus.FAILED.value,
+            ],
+        )
+    }
+    if statuses - {ProblemStatus.FAILED.value}:
         return RunStatus.INTERRUPTED
-    return RunStatus.DONE
+    # `done` means every problem is done: a run with failed problems stays visible to
+    # `--resume`, which retries them.
+    return RunStatus.FAILED if statuses else RunStatus.DONE
 
 
 def _close_run(ctx: SearchContext, owner: str, status: RunStatus, wall: float) -> None:

@@ -15,7 +15,7 @@ from rebase_cli.errors import ConfigError, UsageError
 from rebase_cli.prompts import load_template
 from rebase_cli.runner.config import SearchConfig, build_config, load_config_file
 from rebase_cli.runner.context import DelimiterMonitor, SearchContext, SearchEvents
-from rebase_cli.runner.runner import RunOutcome, execute_run
+from rebase_cli.runner.runner import RunOutcome, execute_run, lease_ttl
 from rebase_cli.runner.setup import Endpoints, PreparedRun, RunRequest, prepare_run
 from rebase_cli.search import get_strategy, make_params
 from rebase_cli.search.base import Strategy
@@ -161,6 +161,7 @@ async def run_search(
     on_prepared: Callable[[PreparedRun, Endpoints], None] = lambda p, e: None,
 ) -> tuple[PreparedRun, RunOutcome]:
     """Resolve everything, then search. Errors before the run starts leave the database as is."""
+    lease_ttl()  # a bad REBASE_LEASE_TTL is refused before any run is created
     config = preview_config(run_request)
     if config is None:
         run = repo.resolve_run(db, run_request.run_ref or "")

@@ -10,6 +10,7 @@ from typing import Any
 from rebase_cli.datasets import FieldMap, load_dataset
 from rebase_cli.domain import Dataset
 from rebase_cli.errors import ConfigError
+from rebase_cli.prompts import load_template
 from rebase_cli.runner.config import (
     SearchConfig,
     build_config,
@@ -88,6 +89,12 @@ def _resume_named(db: Database, request: RunRequest, file_values: dict) -> Prepa
             "drop --dataset to resume it",
         )
     dataset = _load_checked(run, request.fields)
+    digest = fingerprint(wanted, dataset.sha256, load_template(wanted.template).digest())
+    if digest != run.fingerprint:
+        raise ConfigError(
+            f"template {wanted.template!r} changed since run-{run.id} started",
+            "restore it to resume this run, or start a new run",
+        )
     note = f"resuming run-{run.id} ({run.status})"
     return PreparedRun(run, wanted, dataset, True, note)
 
@@ -99,7 +106,7 @@ def _new_or_matching(
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
     dataset = load_dataset(request.dataset, fields=request.fields)
     config = build_config({**file_values, **request.overrides})
-    digest = fingerprint(config, dataset.sha256)
+    digest = fingerprint(config, dataset.sha256, load_template(config.template).digest())
     if request.resume:
         match = repo.find_resumable(db, digest)
         if match is not None:
