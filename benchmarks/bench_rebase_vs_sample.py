@@ -34,7 +34,9 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    os.environ.setdefault("REBASE_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared/data"))
+    os.environ.setdefault(
+        "REBASE_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared/data")
+    )
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "bench.db"

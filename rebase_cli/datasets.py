@@ -288,9 +288,7 @@ def dataset_listing() -> list[DatasetInfo]:
     for name, source in KNOWN_DATASETS.items():
         found = next((p for p in candidate_paths(name) if p.is_file()), None)
         if found is None:
-            infos.append(
-                DatasetInfo(name, source.description, source.count, None, None, "missing")
-            )
+            infos.append(DatasetInfo(name, source.description, source.count, None, None, "missing"))
             continue
         ok = sha256_of(found) == source.sha256
         count = sum(1 for line in found.open(encoding="utf-8") if line.strip())
