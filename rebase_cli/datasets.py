@@ -170,8 +170,16 @@ def load_dataset(
 
 def _read_jsonl(path: Path, parse) -> tuple[Problem, ...]:  # type: ignore[no-untyped-def]
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                    f"{exc.start + 1})",
+                    "save the file as UTF-8",
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -6,10 +6,6 @@ read through a separate read-only stdlib connection; the raw bytes for files tha
 SQLite). Commands run in-process through Typer's CliRunner; the read-only database case runs
 `rebase` as a child process, because as root the only way to make a 0444 file unwritable is to
 start the process without CAP_DAC_OVERRIDE (see `_without_override`).
-
-Cases marked `xfail(strict=True)` are known defects: each reason says what happens today. When
-the product is fixed the test passes, strict xfail turns that into a failure, and the marker
-must be removed.
 """
 
 from __future__ import annotations
@@ -72,8 +68,8 @@ def checkpoint(path: Path) -> None:
 
 def invoke(db: Path, *args: str, env: dict[str, str] | None = None, unchanged: bool = True):
     """`rebase --db DB ARGS` in-process; unless told otherwise, fails the test when the command
-    changed an existing database (checked here, not in a fixture's teardown, so that a strict
-    xfail covers it)."""
+    changed an existing database (checked here, not in a fixture's teardown, so the failure
+    shows the command's own output)."""
     before = snapshot(db) if unchanged and db.exists() else None
     result = CliRunner().invoke(
         app, ["--db", str(db), *args], env={"REBASE_DATA_DIR": data_dir(), **(env or {})}
@@ -209,11 +205,6 @@ def test_named_field_that_is_missing(db: Path, tmp_path: Path) -> None:
     assert_cli_error(result, "no field 'prompt'", "fields: answer, question")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a non-UTF-8 file raises UnicodeDecodeError with a traceback "
-    "(rebase_cli/datasets.py _read_jsonl decodes outside its try)",
-)
 def test_dataset_that_is_not_utf8(db: Path, tmp_path: Path) -> None:
     path = tmp_path / "latin1.jsonl"
     path.write_bytes('{"question": "café?", "answer": "2"}\n'.encode("latin-1"))
@@ -239,12 +230,6 @@ def test_known_dataset_with_a_wrong_checksum(db: Path, tmp_path: Path) -> None:
     assert_cli_error(result, "does not match the published checksum of gsm8k")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datasets are only read after both servers answered (prepare_run runs inside "
-    "connected_clients), so a bad file against a real URL is reported as the server's error, "
-    "after up to --server-wait seconds",
-)
 def test_bad_dataset_is_reported_before_any_server_is_contacted(db: Path, tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text("{not json\n")
@@ -256,11 +241,6 @@ def test_bad_dataset_is_reported_before_any_server_is_contacted(db: Path, tmp_pa
     assert_cli_error(result, "bad.jsonl:1: not valid JSON")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--question-field/--answer-field are not passed to the in-process simulator "
-    "(runner/service.py _simulator -> sim/app.py load_problems calls load_dataset(spec))",
-)
 def test_field_names_fix_a_dataset_with_other_fields(finished_db: Path, tmp_path: Path) -> None:
     path = tmp_path / "renamed.jsonl"
     path.write_text('{"q": "What is 3 + 4?", "a": "7"}\n')
@@ -337,11 +317,6 @@ def test_non_numeric_budget_is_a_usage_error_without_traceback(db: Path) -> None
     assert "Traceback" not in result.output and "--budget" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Typer's own parse errors are a rich panel of 4+ lines, not the one-line `error:` "
-    "format of the error boundary",
-)
 def test_non_numeric_budget_is_one_line(db: Path) -> None:
     result = invoke(db, "search", "--dataset", "gsm8k", "--budget", "abc", *SIM)
     assert_cli_error(result, "--budget", expected_code=2)
@@ -419,12 +394,6 @@ def test_unreachable_reward_server(db: Path, policy_only_server: SpawnedSimulato
     assert_cli_error(result, f"reward server {url} unreachable", "rebase serve")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the reward endpoint is only probed with GET /v1/models, which a policy server also "
-    "serves: the run is created, every problem fails on /v1/score 404, and the exit code is 0 "
-    "below 5 problems (runner.CONSECUTIVE_FAILURE_LIMIT)",
-)
 def test_reward_url_of_a_server_that_does_not_score(
     db: Path, policy_only_server: SpawnedSimulator
 ) -> None:
@@ -461,11 +430,6 @@ def test_file_that_is_not_sqlite(tmp_path: Path, kind: str, args: list[str]) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal / -shm left
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an SQLite file of another application is migrated in place: rebase's tables are "
-    "added next to its own (store/migrate.py upgrade_to_head does not check for foreign tables)",
-)
 def test_sqlite_file_of_another_application(tmp_path: Path) -> None:
     path = tmp_path / "app.sqlite"
     connection = sqlite3.connect(path)
@@ -502,7 +466,9 @@ def _without_override(tmp_path: Path) -> list[str]:
     probe = tmp_path / "probe"
     probe.write_text("x")
     probe.chmod(0o444)
-    written = subprocess.run([*prefix, sys.executable, "-c", f"open({str(probe)!r}, 'a')"])
+    written = subprocess.run(
+        [*prefix, sys.executable, "-c", f"open({str(probe)!r}, 'a')"], stderr=subprocess.DEVNULL
+    )
     probe.unlink()
     if written.returncode == 0:
         pytest.skip("root keeps write access to 0444 files even under setpriv here")
@@ -562,13 +528,6 @@ def test_read_only_database_can_still_be_listed(read_only) -> None:
     assert '"run": "run-1"' in child.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`rebase report` / `rebase tree` on a read-only database show a traceback: the "
-    "grading cache write (store/grades.py put_grades, raw sqlite3 cursor) raises "
-    "sqlite3.OperationalError, which Database._translate does not map (it catches only "
-    "SQLAlchemy's DBAPIError)",
-)
 def test_read_only_database_report(read_only) -> None:
     path, prefix = read_only
     child = run_child(prefix, path, "report", "run-1")

@@ -7,12 +7,20 @@ from pathlib import Path
 import pytest
 
 from rebase_cli import prompts
+from rebase_cli.datasets import load_dataset
 from rebase_cli.errors import ConfigError
-from rebase_cli.runner.setup import Endpoints, RunRequest, prepare_run
+from rebase_cli.runner import setup
+from rebase_cli.runner.setup import Endpoints, RunRequest
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
 
 ENDPOINTS = Endpoints("http://p", "sim-policy", "http://r", "sim-prm")
+
+
+def prepare_run(db: Database, request: RunRequest, endpoints: Endpoints):
+    """The set-up as `rebase search` does it: the named dataset, or the run's own."""
+    name = request.dataset or repo.resolve_run(db, request.run_ref or "").dataset
+    return setup.prepare_run(db, request, endpoints, load_dataset(name))
 
 
 def test_new_run_registers_the_limited_problems(db: Database) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,20 +15,47 @@ from rebase_cli.cli import common
 from rebase_cli.errors import RebaseError
 
 
+def print_error(message: str) -> None:
+    """One `error:` line on stderr."""
+    # escape: messages hold literal brackets (`pip install 'rebase-cli[sglang]'`);
+    # soft_wrap: the message stays one line for scripts and logs.
+    text = " ".join(message.split())
+    common.err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 class ErrorBoundaryGroup(TyperGroup):
     """Turns a known `RebaseError` into one line on stderr and its exit code (1, or 2 for
-    usage errors). Any other exception is a bug and keeps its traceback."""
+    usage errors), and does the same for the parser's own usage errors (a bad option value,
+    an unknown option). Any other exception is a bug and keeps its traceback."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except RebaseError as exc:
-            # escape: messages hold literal brackets (`pip install 'rebase-cli[sglang]'`);
-            # soft_wrap: the message stays one line for scripts and logs.
-            common.err_console.print(
-                f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True
-            )
+            print_error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as exc:
+            # The parser's errors (typer bundles its own Click, so they are recognised by
+            # shape): a bare `rebase` or `rebase serve` shows its help, which is not an error.
+            if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+                if type(exc).__name__ == "Abort":
+                    common.err_console.print("aborted")
+                    sys.exit(1)
+                raise
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                ctx = getattr(exc, "ctx", None)
+                where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                print_error(exc.format_message() + where)
+            sys.exit(exc.exit_code)
+        # Without standalone mode an explicit Exit comes back as its code; a command's own
+        # return value (None) means success.
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 app = typer.Typer(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from rebase_cli.clients.policy import PolicyClient
 from rebase_cli.clients.retry import RetryPolicy
 from rebase_cli.clients.reward import HttpReward, make_reward_client
+from rebase_cli.datasets import load_dataset
+from rebase_cli.domain import Dataset
 from rebase_cli.errors import ConfigError, UsageError
 from rebase_cli.prompts import load_template
 from rebase_cli.runner.config import SearchConfig, build_config, load_config_file
@@ -63,12 +65,13 @@ def _endpoint(
 
 
 @asynccontextmanager
-async def _simulator(datasets: list[str], template: str) -> AsyncIterator[str]:
-    """The simulator (policy and PRM) on a free port in a background thread of this process."""
+async def _simulator(dataset: Dataset, template: str) -> AsyncIterator[str]:
+    """The simulator (policy and PRM) on a free port in a background thread of this process,
+    serving the problems of `dataset` as loaded (with the user's field names)."""
     from rebase_cli.sim.inprocess import start_in_thread
 
-    config = SimConfig(role="both", port=0, datasets=tuple(datasets), template=template)
-    handle = await asyncio.to_thread(start_in_thread, config)
+    config = SimConfig(role="both", port=0, datasets=(dataset.name,), template=template)
+    handle = await asyncio.to_thread(start_in_thread, config, problems=dataset.problems)
     try:
         yield handle.url
     finally:
@@ -80,14 +83,14 @@ async def connected_clients(
     db: Database,
     request: EndpointRequest,
     config: SearchConfig,
-    datasets: list[str],
+    dataset: Dataset,
 ) -> AsyncIterator[tuple[PolicyClient, HttpReward, Endpoints]]:
     """Policy and reward clients for the run, with the simulator started in-process when
     `--policy sim` / `--reward sim` was asked for, and the model ids resolved from the servers."""
     async with AsyncExitStack() as stack:
         sim_url = None
         if SIM in (request.policy, request.reward):
-            sim_url = await stack.enter_async_context(_simulator(datasets, config.template))
+            sim_url = await stack.enter_async_context(_simulator(dataset, config.template))
         policy_url, policy_key = _endpoint(
             db, "policy", request.policy, request.policy_api_key, sim_url
         )
@@ -126,6 +129,10 @@ async def connected_clients(
             reward_url=reward_url,
             reward_model=await reward.model_id() or reward_model or "unknown",
         )
+        # GET /v1/models answers on any OpenAI-compatible server, so a reward URL that points
+        # at a policy server (or the wrong --reward-protocol) would only fail at the first
+        # scoring call, after the run was created: one tiny scoring call finds it now.
+        await reward.score("What is 1 + 1?", [], ["1 + 1 = 2."])
         yield policy, reward, endpoints
 
 
@@ -166,17 +173,20 @@ async def run_search(
     if config is None:
         run = repo.resolve_run(db, run_request.run_ref or "")
         config = SearchConfig.model_validate_json(run.config_json)
-        datasets = [run.dataset]
+        spec: str | None = run.dataset
     else:
-        datasets = [run_request.dataset] if run_request.dataset else []
-    if not datasets:
+        spec = run_request.dataset
+    if not spec:
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
-    async with connected_clients(db, endpoint_request, config, datasets) as (
+    # Read (and check) the dataset before any server is contacted: a bad file is reported at
+    # once, not after waiting --server-wait seconds for a server.
+    dataset = await asyncio.to_thread(load_dataset, spec, fields=run_request.fields)
+    async with connected_clients(db, endpoint_request, config, dataset) as (
         policy,
         reward,
         endpoints,
     ):
-        prepared = await asyncio.to_thread(prepare_run, db, run_request, endpoints)
+        prepared = await asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset)
         on_prepared(prepared, endpoints)
         ctx = SearchContext(
             db=db,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rebase_cli.datasets import FieldMap, load_dataset
+from rebase_cli.datasets import FieldMap
 from rebase_cli.domain import Dataset
 from rebase_cli.errors import ConfigError
 from rebase_cli.prompts import load_template
@@ -59,13 +59,17 @@ class PreparedRun:
     note: str
 
 
-def prepare_run(db: Database, request: RunRequest, endpoints: Endpoints) -> PreparedRun:
-    """Create a new run or pick the one to resume, and register its problems."""
+def prepare_run(
+    db: Database, request: RunRequest, endpoints: Endpoints, dataset: Dataset
+) -> PreparedRun:
+    """Create a new run or pick the one to resume, and register its problems.
+
+    `dataset` is the loaded dataset the request names (for `--run`, the run's own)."""
     file_values = load_config_file(request.config_file) if request.config_file else {}
     if request.run_ref is not None:
-        prepared = _resume_named(db, request, file_values)
+        prepared = _resume_named(db, request, file_values, dataset)
     else:
-        prepared = _new_or_matching(db, request, file_values, endpoints)
+        prepared = _new_or_matching(db, request, file_values, endpoints, dataset)
     problems = prepared.dataset.problems
     if prepared.config.limit is not None:
         problems = problems[: prepared.config.limit]
@@ -73,7 +77,9 @@ def prepare_run(db: Database, request: RunRequest, endpoints: Endpoints) -> Prep
     return prepared
 
 
-def _resume_named(db: Database, request: RunRequest, file_values: dict) -> PreparedRun:
+def _resume_named(
+    db: Database, request: RunRequest, file_values: dict, dataset: Dataset
+) -> PreparedRun:
     run = repo.resolve_run(db, request.run_ref or "")
     stored = SearchConfig(**json.loads(run.config_json))
     wanted = build_config({**stored.model_dump(), **file_values, **request.overrides})
@@ -88,7 +94,12 @@ def _resume_named(db: Database, request: RunRequest, file_values: dict) -> Prepa
             f"run-{run.id} searches dataset {run.dataset!r}, not {request.dataset!r}",
             "drop --dataset to resume it",
         )
-    dataset = _load_checked(run, request.fields)
+    if dataset.sha256 != run.dataset_sha256:
+        raise ConfigError(
+            f"dataset {run.dataset} changed since run-{run.id} started "
+            f"(sha256 {dataset.sha256[:12]}… ≠ {run.dataset_sha256[:12]}…)",
+            "restore the original file, or start a new run",
+        )
     digest = fingerprint(wanted, dataset.sha256, load_template(wanted.template).digest())
     if digest != run.fingerprint:
         raise ConfigError(
@@ -100,11 +111,10 @@ def _resume_named(db: Database, request: RunRequest, file_values: dict) -> Prepa
 
 
 def _new_or_matching(
-    db: Database, request: RunRequest, file_values: dict, endpoints: Endpoints
+    db: Database, request: RunRequest, file_values: dict, endpoints: Endpoints, dataset: Dataset
 ) -> PreparedRun:
     if request.dataset is None:
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
-    dataset = load_dataset(request.dataset, fields=request.fields)
     config = build_config({**file_values, **request.overrides})
     digest = fingerprint(config, dataset.sha256, load_template(config.template).digest())
     if request.resume:
@@ -138,14 +148,3 @@ def _new_or_matching(
     if request.resume:
         note += " (no unfinished run has this config)"
     return PreparedRun(run, config, dataset, False, note)
-
-
-def _load_checked(run: Run, fields: FieldMap | None) -> Dataset:
-    dataset = load_dataset(run.dataset, fields=fields)
-    if dataset.sha256 != run.dataset_sha256:
-        raise ConfigError(
-            f"dataset {run.dataset} changed since run-{run.id} started "
-            f"(sha256 {dataset.sha256[:12]}… ≠ {run.dataset_sha256[:12]}…)",
-            "restore the original file, or start a new run",
-        )
-    return dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,7 +68,9 @@ class Database:
     def _translate(self) -> Iterator[None]:
         try:
             yield
-        except DBAPIError as exc:
+        except (DBAPIError, sqlite3.Error) as exc:
+            # sqlite3.Error: code that uses the driver's cursor directly (bulk grade caching)
+            # gets the same one-line messages as code that goes through SQLAlchemy.
             raise describe_sqlite_error(self.path, exc) from None
 
     def close(self) -> None:

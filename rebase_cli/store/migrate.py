@@ -71,6 +71,22 @@ def check_not_newer(path: Path, revision: str | None) -> None:
         )
 
 
+def refuse_foreign(path: Path, connection: Connection) -> None:
+    """Refuse an SQLite file that holds another program's tables: migrating it would add
+    rebase's tables to someone else's database."""
+    tables = [
+        name
+        for (name,) in connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    if tables:
+        raise StoreError(
+            f"{path} is an SQLite database of another program (tables: {', '.join(tables[:5])})",
+            "pass another file with --db or REBASE_DB",
+        )
+
+
 def upgrade_to_head(engine: Engine, path: Path) -> tuple[str | None, str]:
     """Bring the database to the head revision in one write transaction.
 
@@ -80,6 +96,8 @@ def upgrade_to_head(engine: Engine, path: Path) -> tuple[str | None, str]:
     head = head_revision()
     with engine.connect() as probe:
         before = current_revision(probe)
+        if before is None:
+            refuse_foreign(path, probe)
     check_not_newer(path, before)
     if before == head:
         return before, head
