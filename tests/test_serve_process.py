@@ -76,6 +76,9 @@ class FakeLauncher:
     def command(self, spec: ServeSpec) -> list[str]:
         return [sys.executable, str(self.script), self.mode, str(spec.port)]
 
+    def env(self, spec: ServeSpec) -> dict[str, str]:
+        return {}
+
 
 @pytest.fixture
 def script(tmp_path: Path) -> Path:
