@@ -11,10 +11,8 @@ import math
 from collections.abc import Sequence
 
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
-from rebase_cli.search.base import StrategyParams
 from rebase_cli.search.frontier import (
-    depth_limit_decision,
-    reached_max_depth,
+    WidthStrategy,
     split_frontier,
     stopped_decision,
 )
@@ -59,22 +57,12 @@ def allocate_beam(
     return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
 
 
-class BeamStrategy:
+class BeamStrategy(WidthStrategy):
     """Beam search with beam N / M and expansion M."""
 
     name = "beam"
 
-    def __init__(self, params: StrategyParams) -> None:
-        self.params = params
-
-    def decide(
-        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
-    ) -> LevelDecision:
-        width = self.params.width - finished_so_far
-        if reached_max_depth(depth, self.params.max_depth):
-            return depth_limit_decision(
-                frontier, width=width, max_path_tokens=self.params.max_path_tokens
-            )
+    def allocate(self, frontier: Sequence[NodeSnapshot], width: int, depth: int) -> LevelDecision:
         return allocate_beam(
             frontier,
             width=width,

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+from rebase_cli.search.base import StrategyParams
 
 
 def is_finished(node: NodeSnapshot, max_path_tokens: int) -> bool:
@@ -54,3 +55,29 @@ def depth_limit_decision(
     """The decision at the depth limit: nobody gets children, width accounted as usual."""
     open_nodes, finished = split_frontier(nodes, max_path_tokens)
     return stopped_decision(open_nodes, width - finished)
+
+
+class WidthStrategy:
+    """The part every strategy shares: the width left is the budget minus the paths finished
+    at earlier depths, and at the depth limit the frontier is closed. Subclasses say only how
+    the remaining width is split (`allocate`)."""
+
+    name = "abstract"
+
+    def __init__(self, params: StrategyParams) -> None:
+        self.params = params
+
+    def decide(
+        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
+    ) -> LevelDecision:
+        width = self.params.width - finished_so_far
+        if reached_max_depth(depth, self.params.max_depth):
+            return depth_limit_decision(
+                frontier, width=width, max_path_tokens=self.params.max_path_tokens
+            )
+        return self.allocate(frontier, width, depth)
+
+    def allocate(
+        self, frontier: Sequence[NodeSnapshot], width: int, depth: int
+    ) -> LevelDecision:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -19,10 +19,8 @@ import math
 from collections.abc import Sequence
 
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
-from rebase_cli.search.base import StrategyParams
 from rebase_cli.search.frontier import (
-    depth_limit_decision,
-    reached_max_depth,
+    WidthStrategy,
     split_frontier,
     stopped_decision,
 )
@@ -97,22 +95,12 @@ def allocate_rebase(
     return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
 
 
-class RebaseStrategy:
+class RebaseStrategy(WidthStrategy):
     """REBASE: `allocate_rebase` with the remaining width derived from `finished_so_far`."""
 
     name = "rebase"
 
-    def __init__(self, params: StrategyParams) -> None:
-        self.params = params
-
-    def decide(
-        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
-    ) -> LevelDecision:
-        width = self.params.width - finished_so_far
-        if reached_max_depth(depth, self.params.max_depth):
-            return depth_limit_decision(
-                frontier, width=width, max_path_tokens=self.params.max_path_tokens
-            )
+    def allocate(self, frontier: Sequence[NodeSnapshot], width: int, depth: int) -> LevelDecision:
         return allocate_rebase(
             frontier,
             width=width,

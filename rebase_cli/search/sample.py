@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
-from rebase_cli.search.base import StrategyParams
 from rebase_cli.search.frontier import (
-    depth_limit_decision,
-    reached_max_depth,
+    WidthStrategy,
     split_frontier,
     stopped_decision,
 )
@@ -47,22 +45,12 @@ def allocate_sample(
     return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
 
 
-class SampleStrategy:
+class SampleStrategy(WidthStrategy):
     """Independent sampling with per-step scores."""
 
     name = "sample"
 
-    def __init__(self, params: StrategyParams) -> None:
-        self.params = params
-
-    def decide(
-        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
-    ) -> LevelDecision:
-        width = self.params.width - finished_so_far
-        if reached_max_depth(depth, self.params.max_depth):
-            return depth_limit_decision(
-                frontier, width=width, max_path_tokens=self.params.max_path_tokens
-            )
+    def allocate(self, frontier: Sequence[NodeSnapshot], width: int, depth: int) -> LevelDecision:
         return allocate_sample(
             frontier, width=width, max_path_tokens=self.params.max_path_tokens, depth=depth
         )
