@@ -45,6 +45,9 @@ def search(
     request_timeout: Annotated[float | None, Opt(help="Seconds per request.")] = None,
     server_wait: Annotated[float | None, Opt(help="Seconds to wait for a down server.")] = None,
     max_in_flight: Annotated[int | None, Opt(help="In-flight requests per endpoint.")] = None,
+    samples_per_request: Annotated[
+        int | None, Opt(help="Cap on n per policy request (1: one request, one seed per child).")
+    ] = None,
     policy_model: Annotated[str | None, Opt(help="Model name at the policy server.")] = None,
     reward_model: Annotated[str | None, Opt(help="Model name at the reward server.")] = None,
     policy_api_key: Annotated[
@@ -81,6 +84,7 @@ def search(
         "request_timeout": request_timeout,
         "server_wait": server_wait,
         "max_in_flight": max_in_flight,
+        "samples_per_request": samples_per_request,
     }
     run_request = RunRequest(
         dataset=dataset,

@@ -57,6 +57,10 @@ class SearchConfig(BaseModel):
     request_timeout: float = Field(default=120.0, gt=0, le=86_400)
     max_retries: int = Field(default=6, ge=0, le=100)
     server_wait: float = Field(default=300.0, ge=0, le=86_400)
+    # None: all children of a parent in one request (n = children); 1: one request per sample
+    # (each with its own seed), for servers whose n > 1 with a seed repeats one sample.
+    # Semantic: it changes which seed each sample gets, so a deterministic server's tree too.
+    samples_per_request: int | None = Field(default=None, ge=1, le=65536)
     policy_params: float | None = Field(default=None, gt=0)
     reward_params: float | None = Field(default=None, gt=0)
 

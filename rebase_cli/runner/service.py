@@ -111,6 +111,7 @@ async def connected_clients(
             api_key=policy_key,
             retry=retry,
             max_in_flight=config.max_in_flight,
+            max_n=config.samples_per_request,
         )
         stack.push_async_callback(policy.aclose)
         reward = make_reward_client(
