@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def backup(db: Database, destination: Path) -> Path:
         raise StoreError(f"{destination} already exists", "choose a new file name for the backup")
     if not destination.parent.exists():
         raise StoreError(f"folder {destination.parent} does not exist", "create it first")
-    with db.engine.connect() as connection:
-        connection.exec_driver_sql("VACUUM INTO ?", (str(destination),))
+    # VACUUM cannot run inside a transaction, and SQLAlchemy begins one on first use: go to the
+    # driver connection, which is in autocommit mode (isolation_level None, see engine.py).
+    raw = db.engine.raw_connection()
+    try:
+        raw.driver_connection.execute("VACUUM INTO ?", (str(destination),))
+    except sqlite3.Error as exc:
+        raise StoreError(f"backup to {destination} failed: {exc}", "check the folder") from None
+    finally:
+        raw.close()
     return destination

@@ -1,0 +1,45 @@
+"""`rebase search` with no URLs uses the healthy servers `rebase serve` registered, and a
+missing server is a one-line usage error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psutil
+from typer.testing import CliRunner
+
+from rebase_cli.cli.app import app
+
+
+def _cli(db: Path, *args: str):
+    return CliRunner().invoke(app, ["--db", str(db), *args])
+
+
+def test_search_uses_the_registered_servers(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    for role in ("policy", "reward"):
+        started = _cli(db, "serve", role, "--engine", "sim", "--port", "0", "--detach")
+        assert started.exit_code == 0, started.output
+    servers = {s["role"]: s for s in json.loads(_cli(db, "serve", "status", "--json").stdout)}
+    try:
+        result = _cli(db, "search", "--dataset", "gsm8k", "--budget", "4", "--limit", "2", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["done"] == 2
+        run = json.loads(_cli(db, "runs", "show", "latest", "--json").stdout)
+        assert run["policy"]["url"] == servers["policy"]["url"]
+        assert run["reward"]["url"] == servers["reward"]["url"]
+        assert run["policy"]["model"].startswith("sim-") and run["simulated"]
+    finally:
+        assert _cli(db, "serve", "stop", "--all").exit_code == 0
+    for entry in servers.values():
+        assert not psutil.pid_exists(entry["pid"]) or (
+            psutil.Process(entry["pid"]).status() == psutil.STATUS_ZOMBIE
+        )
+
+
+def test_search_without_servers_says_how_to_get_one(tmp_path: Path) -> None:
+    result = _cli(tmp_path / "e.db", "search", "--dataset", "gsm8k", "--budget", "4")
+    assert result.exit_code == 2
+    assert "no policy server given and none registered as healthy" in result.stderr
+    assert "rebase serve policy" in result.stderr and len(result.stderr.strip().splitlines()) == 1
