@@ -42,3 +42,12 @@ def test_backup_is_a_consistent_copy_and_refuses_to_overwrite(tmp_path) -> None:
         )
     again = CliRunner().invoke(app, ["--db", str(db), "db", "backup", str(copy)])
     assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def test_commands_that_only_read_runs_never_create_a_database(tmp_path) -> None:
+    typo = tmp_path / "typo.db"
+    for args in (["runs"], ["runs", "show", "run-3"], ["report", "latest"], ["tree", "1", "0"]):
+        result = CliRunner().invoke(app, ["--db", str(typo), *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert f"no database at {typo}" in result.stderr
+    assert not typo.exists()

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from rebase_cli.errors import NotFoundError
 from rebase_cli.paths import default_db_path
 from rebase_cli.store.database import Database
 
@@ -29,8 +30,20 @@ def db_path() -> Path:
 
 
 def open_db() -> Database:
-    """Open (and migrate) the chosen database."""
+    """Open (and migrate) the chosen database, creating it if it does not exist."""
     return Database.open(db_path())
+
+
+def open_existing_db() -> Database:
+    """Open the chosen database for commands that only read runs: a mistyped --db is an error,
+    not a new empty database."""
+    path = db_path()
+    if not path.exists():
+        raise NotFoundError(
+            f"no database at {path}",
+            "pass the right --db or REBASE_DB, or start with `rebase search`",
+        )
+    return Database.open(path)
 
 
 def print_json(payload: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rebase_cli.cli.common import console, err_console, open_db
+from rebase_cli.cli.common import console, err_console, open_existing_db
 from rebase_cli.errors import UsageError
 from rebase_cli.reports.accuracy import DEFAULT_DRAWS
 from rebase_cli.reports.compute import parse_params
@@ -98,7 +98,7 @@ def report(
         subsample_seed=subsample_seed,
         subsample_draws=subsample_draws,
     )
-    db = open_db()
+    db = open_existing_db()
     try:
         resolved = _resolve_runs(db, runs)
         with _grading_progress() as progress:
@@ -152,7 +152,7 @@ def tree(
     """Show the search tree of one problem: scores, children given, answers and verdicts."""
     from rebase_cli.reports.tree_view import dot_graph, load_problem_tree, rich_tree
 
-    db = open_db()
+    db = open_existing_db()
     try:
         loaded = load_problem_tree(db, repository.resolve_run(db, run), problem)
     finally:
@@ -180,7 +180,7 @@ def export(
     """Export a run's finished answers with their step scores and verdicts."""
     from rebase_cli.reports.export import export_run
 
-    db = open_db()
+    db = open_existing_db()
     try:
         resolved = repository.resolve_run(db, run)
         with _grading_progress() as progress:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rebase_cli.cli.common import console, open_db, print_json
+from rebase_cli.cli.common import console, open_existing_db, print_json
 from rebase_cli.store import repository as repo
 
 app = typer.Typer(help="List, inspect and delete runs.", invoke_without_command=True)
@@ -21,7 +21,7 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List runs: id, name, method, dataset, budget, status, progress, created."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = repo.list_runs(open_db())
+    rows = repo.list_runs(open_existing_db())
     if json_output:
         print_json(
             [
@@ -65,7 +65,7 @@ def show(
     json_output: JsonFlag = False,
 ) -> None:
     """Show one run: config, endpoints, status and totals."""
-    db = open_db()
+    db = open_existing_db()
     run = repo.resolve_run(db, run_ref)
     totals = repo.run_totals(db, run.id)
     payload = {
@@ -108,7 +108,7 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete a run with all its problems, nodes and allocations."""
-    db = open_db()
+    db = open_existing_db()
     run = repo.resolve_run(db, run_ref)
     if not yes and not typer.confirm(f"Delete run-{run.id} and its whole tree?"):
         raise typer.Exit(1)
