@@ -22,7 +22,18 @@ DATA_ENV = {"REBASE_DATA_DIR": os.environ.get("REBASE_DATA_DIR") or str(SHARED_D
 
 @pytest.fixture(scope="module")
 def server():
-    args = ["--role", "both", "--port", "0", "--dataset", "gsm8k", "--prm-noise", "0.3"]
+    args = [
+        "--role",
+        "both",
+        "--port",
+        "0",
+        "--dataset",
+        "gsm8k",
+        "--prm-noise",
+        "0.3",
+        "--prm-signal",
+        "2",
+    ]
     with spawn(args, env=DATA_ENV) as running:
         yield running
 

@@ -18,13 +18,13 @@ Server
   --load-seconds T            /health answers 503 for T seconds after start (default 0).
 
 Generation model
-  --error-rate R              mean probability that one step goes wrong (default 0.15);
+  --error-rate R              mean probability that one step goes wrong (default 0.2);
                               scaled per problem by a difficulty hashed from the question.
   --eos-token-id ID           matched_stop when a solution ends (default 2).
   --max-model-len N           prompts of N tokens or more get HTTP 400 (default 8192).
 
 PRM model: score = sigmoid(signal * (+1 right / -1 wrong / 0 unknown) + N(0, noise))
-  --prm-signal S              default 2.0.
+  --prm-signal S              default 0.75.
   --prm-noise S               default 1.0.
   --good-token-id, --bad-token-id   /v1/score label ids (default: the template's).
 
@@ -71,10 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--policy-model-id", default="sim-policy")
     add("--reward-model-id", default="sim-prm")
     add("--load-seconds", type=float, default=0.0)
-    add("--error-rate", type=float, default=0.15)
+    add("--error-rate", type=float, default=SimConfig.error_rate)
     add("--eos-token-id", type=int, default=2)
     add("--max-model-len", type=int, default=8192)
-    add("--prm-signal", type=float, default=2.0)
+    add("--prm-signal", type=float, default=SimConfig.prm_signal)
     add("--prm-noise", type=float, default=1.0)
     add("--good-token-id", type=int, default=None)
     add("--bad-token-id", type=int, default=None)

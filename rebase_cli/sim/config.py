@@ -70,11 +70,11 @@ class SimConfig:
     policy_model: str = "sim-policy"
     reward_model: str = "sim-prm"
     # Generation model.
-    error_rate: float = 0.15  # mean probability that one step goes wrong
+    error_rate: float = 0.2  # mean probability that one step goes wrong
     eos_token_id: int = 2  # reported as matched_stop when a solution ends (Llama's </s>)
     max_model_len: int = 8192
     # PRM model: score = sigmoid(signal * label + N(0, noise)).
-    prm_signal: float = 2.0
+    prm_signal: float = 0.75
     prm_noise: float = 1.0
     good_token_id: int | None = None  # None: the template's prm.good_token_id
     bad_token_id: int | None = None
