@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -132,6 +134,25 @@ def test_stale_lease_of_a_killed_process_is_taken_over_after_it_expires(
     assert diff_runs(expected, dump_run(db, 1)) == []
 
 
+def stop_outside_a_write(process: subprocess.Popen, db: Path) -> None:
+    """SIGSTOP `process` at a moment it holds no write lock. SQLite cannot take a write lock
+    away from a stopped process: one stopped inside a transaction blocks every writer until it
+    wakes, which is not the race under test here."""
+    for _ in range(200):
+        process.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(db, timeout=0.05, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            probe.close()
+    raise AssertionError("the holder was inside a write transaction at every try")
+
+
 def test_a_stalled_holder_that_wakes_after_a_takeover_does_not_disturb_the_new_one(
     sim, expected, tmp_path: Path
 ) -> None:
@@ -144,7 +165,7 @@ def test_a_stalled_holder_that_wakes_after_a_takeover_does_not_disturb_the_new_o
     stalled = start_rebase(db, *search_args(sim.url), logs=logs, env=env)
     try:
         wait_until(lambda: node_count(db) >= 40 or stalled.process.poll() is not None)
-        stalled.process.send_signal(signal.SIGSTOP)
+        stop_outside_a_write(stalled.process, db)
         time.sleep(3.5)
         taker = start_rebase(db, *resume_args(sim), logs=logs, env=env)
         before = node_count(db)

@@ -65,9 +65,37 @@ class TreeNode:
 
 @dataclass
 class ProblemTree:
-    """The nodes of one problem by depth."""
+    """The nodes of one problem by depth; every node's prompt is its parent's extended by the
+    node's step (the root's is the rendered question)."""
 
+    template: PromptTemplate
+    root_prompt: str
     levels: list[list[TreeNode]] = field(default_factory=list)
+
+    def add(self, record: NodeRow | NewNode, parent: TreeNode | None) -> TreeNode:
+        """Append a committed node (a stored row, or a level's NewNode just committed)."""
+        prompt = (
+            self.root_prompt if parent is None else self.template.extend(parent.prompt, record.text)
+        )
+        node = TreeNode(
+            depth=record.depth,
+            ordinal=record.ordinal,
+            parent=parent,
+            text=record.text,
+            score=record.score,
+            path_tokens=record.path_tokens,
+            terminal=record.terminal,
+            prompt=prompt,
+        )
+        if parent is not None:
+            parent.children.append(node)
+        self.ensure_depth(record.depth)
+        self.levels[record.depth].append(node)
+        return node
+
+    def ensure_depth(self, depth: int) -> None:
+        while len(self.levels) <= depth:
+            self.levels.append([])
 
     @property
     def depth_completed(self) -> int:
@@ -85,28 +113,11 @@ class ProblemTree:
 
 def rebuild_tree(rows: Sequence[NodeRow], template: PromptTemplate, question: str) -> ProblemTree:
     """The in-memory tree of committed rows ordered by (depth, ordinal)."""
-    tree = ProblemTree()
-    root_prompt = template.render(question)
+    tree = ProblemTree(template, template.render(question))
     by_id: dict[int, TreeNode] = {}
     for row in rows:
         parent = by_id.get(row.parent_id) if row.parent_id is not None else None
-        prompt = root_prompt if parent is None else template.extend(parent.prompt, row.text)
-        node = TreeNode(
-            depth=row.depth,
-            ordinal=row.ordinal,
-            parent=parent,
-            text=row.text,
-            score=row.score,
-            path_tokens=row.path_tokens,
-            terminal=row.terminal,
-            prompt=prompt,
-        )
-        if parent is not None:
-            parent.children.append(node)
-        by_id[row.id] = node
-        while len(tree.levels) <= row.depth:
-            tree.levels.append([])
-        tree.levels[row.depth].append(node)
+        by_id[row.id] = tree.add(row, parent)
     return tree
 
 
@@ -129,7 +140,6 @@ class ProblemSearch:
         self.ctx = ctx
         self.problem = problem
         self.template = ctx.template
-        self.root_prompt = ctx.template.render(problem.question)
 
     async def run(self) -> None:
         ctx, problem = self.ctx, self.problem
@@ -254,26 +264,8 @@ class ProblemSearch:
         )
         parents = tree.levels[level.depth - 1] if level.depth > 0 else []
         by_ordinal = {node.ordinal: node for node in parents}
-        new_level = []
+        tree.ensure_depth(level.depth)
         for new in level.nodes:
             parent = by_ordinal.get(new.parent_ordinal) if new.parent_ordinal is not None else None
-            prompt = (
-                self.root_prompt
-                if parent is None
-                else self.template.extend(parent.prompt, new.text)
-            )
-            node = TreeNode(
-                depth=new.depth,
-                ordinal=new.ordinal,
-                parent=parent,
-                text=new.text,
-                score=new.score,
-                path_tokens=new.path_tokens,
-                terminal=new.terminal,
-                prompt=prompt,
-            )
-            if parent is not None:
-                parent.children.append(node)
-            new_level.append(node)
-        tree.levels.append(new_level)
+            tree.add(new, parent)
         self.ctx.events.level_committed(self.problem, level)
