@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
@@ -407,11 +407,6 @@ def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: flo
             problem.error = level.error
             problem.finished_at = utcnow()
         session.add(problem)
-
-
-def touch_run(db: Database, run_id: int, when: datetime | None = None) -> None:
-    with db.write() as session:
-        session.exec(update(Run).where(col(Run.id) == run_id).values(updated_at=when or utcnow()))
 
 
 def finish_problem(db: Database, problem_id: int, elapsed: float = 0.0) -> None:
