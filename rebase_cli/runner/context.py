@@ -8,6 +8,7 @@ from typing import Protocol
 
 from rebase_cli.domain import LevelCommit, StepBatch
 from rebase_cli.errors import ConfigError
+from rebase_cli.grading import extract_answer
 from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.config import SearchConfig
 from rebase_cli.runner.steps import ended_at_delimiter
@@ -54,9 +55,10 @@ class DelimiterMonitor:
         for batch in batches:
             for completion in batch.completions:
                 self.completions += 1
-                if ended_at_delimiter(completion, template) or (
-                    completion.finish_reason == "stop" and "answer" in completion.text.lower()
-                ):
+                # A policy that writes a whole solution per call still shows the template
+                # works if its text carries the template's answer.
+                answer = extract_answer(completion.text, answer_regex=template.answer_regex)
+                if ended_at_delimiter(completion, template) or answer is not None:
                     self.step_ends += 1
         if self.completions >= self.threshold and self.step_ends == 0:
             raise ConfigError(
