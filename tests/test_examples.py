@@ -32,4 +32,6 @@ def test_simulator_example_runs_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["done"], summary["failed"]) == (3, 0)
-    assert summary["finished_answers"] <= 3 * 16  # the example's budget
+    # Every path of the example's budget (16) ends in an answer on the simulator, whose policy
+    # always finishes within the default depth and token limits.
+    assert summary["finished_answers"] == 3 * 16
