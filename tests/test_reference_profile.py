@@ -155,3 +155,25 @@ def test_default_profile_is_not_the_authors_order(tmp_path: Path) -> None:
         except AssertionError:
             failures += 1
     assert failures > 0
+
+
+def test_path_token_rule_counts_the_step_or_the_whole_path(tmp_path: Path) -> None:
+    """With max_tokens 60 and ~20-token steps, the path rule ends paths for length; the
+    authors' rule (a node counts only its own step) never does."""
+    common = ["search", "--config", str(FIXTURE), "--policy", "sim", "--reward", "sim",
+              "--dataset", "gsm8k", "--limit", "4", "--max-tokens", "60"]  # fmt: skip
+    reasons = {}
+    for rule in ("path", "step"):
+        db = tmp_path / f"{rule}.db"
+        result = rebase(db, *common, "--profile", "reference", "--path-token-rule", rule)
+        assert result.returncode == 0, result.stderr
+        with sqlite3.connect(db) as connection:
+            reasons[rule] = dict(
+                connection.execute(
+                    "SELECT terminal_reason, count(*) FROM node WHERE terminal "
+                    "GROUP BY terminal_reason"
+                ).fetchall()
+            )
+    assert reasons["path"].get("max_tokens", 0) > 0
+    assert "max_tokens" not in reasons["step"]
+    assert reasons["step"]["answer"] > reasons["path"].get("answer", 0)
