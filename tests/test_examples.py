@@ -33,3 +33,17 @@ def test_simulator_example_runs_end_to_end(tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert (summary["done"], summary["failed"]) == (3, 0)
     assert summary["finished_answers"] <= 3 * 16  # the example's budget
+
+
+def test_reference_profile_example_runs_with_the_authors_template(tmp_path: Path) -> None:
+    db = tmp_path / "reference.db"
+    result = CliRunner().invoke(
+        app,
+        ["--db", str(db), "search", "--dataset", "gsm8k", "--config",
+         str(EXAMPLES / "reference-profile.yaml"), "--limit", "2", "--policy", "sim",
+         "--reward", "sim", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = build_config(load_config_file(EXAMPLES / "reference-profile.yaml"))
+    assert (config.profile, config.template, config.budget) == ("reference", "authors-llemma", 16)
+    assert json.loads(result.stdout)["done"] == 2

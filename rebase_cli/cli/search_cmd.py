@@ -61,31 +61,42 @@ def search(
     answer_field: Annotated[str | None, Opt(help="JSONL field of the answer.")] = None,
     profile: Annotated[
         str | None,
-        Opt(help="default, or reference: the authors' rebase.py exactly. [default: default]"),
+        Opt(help="default, or reference: the authors' rebase.py exactly. (default: default)"),
     ] = None,
     select_method: Annotated[
-        str | None, Opt(help="softmax or softmax_with_truncate. [default: softmax]")
+        str | None, Opt(help="softmax or softmax_with_truncate. (default: softmax)")
     ] = None,
     truncate_ratio: Annotated[
         float | None, Opt(help="softmax_with_truncate keeps the best ceil(open x ratio).")
     ] = None,
     tie_order: Annotated[
-        str | None, Opt(help="Equal scores: earlier-first or later-first. [default: earlier-first]")
+        str | None,
+        Opt(
+            help="Equal scores: earlier-first or later-first. "
+            "(default: earlier-first; reference: later-first)"
+        ),
     ] = None,
     child_order: Annotated[
         str | None,
-        Opt(help="Children made in parent-order or best-first. [default: parent-order]"),
+        Opt(
+            help="Children made in parent-order or best-first. "
+            "(default: parent-order; reference: best-first)"
+        ),
     ] = None,
     share_rounding: Annotated[
         str | None,
-        Opt(help="sequential-ceil (code) or round (paper). [default: sequential-ceil]"),
+        Opt(help="sequential-ceil (code) or round (paper). (default: sequential-ceil)"),
     ] = None,
     path_token_rule: Annotated[
-        str | None, Opt(help="max-tokens counts the path or the step. [default: path]")
+        str | None,
+        Opt(help="max-tokens counts the path or the step. (default: path; reference: step)"),
     ] = None,
     leaf_rule: Annotated[
         str | None,
-        Opt(help="Path ends: template (answer, EOS) or answer-phrase. [default: template]"),
+        Opt(
+            help="Path ends: template (answer, EOS) or answer-phrase. "
+            "(default: template; reference: answer-phrase)"
+        ),
     ] = None,
     json_output: Annotated[bool, Opt("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
