@@ -102,6 +102,7 @@ def test_softmax_with_truncate_from_the_authors_keys(tmp_path: Path) -> None:
         ({"policy_model_type": "gpt"}, "unknown policy_model_type 'gpt'"),
         ({"profile": "paper"}, "unknown profile 'paper'"),
         ({"select_method": "greedy"}, "invalid select_method='greedy'"),
+        ({"method": "beam", "share_rounding": "round"}, "not beam's"),
     ],
 )
 def test_bad_switches_are_one_line_errors(values: dict, message: str) -> None:

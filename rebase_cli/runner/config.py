@@ -90,6 +90,10 @@ class SearchConfig(BaseModel):
             raise ValueError("select_method softmax_with_truncate needs truncate_ratio")
         if not truncating and self.truncate_ratio is not None:
             raise ValueError("truncate_ratio is only used by select_method softmax_with_truncate")
+        if self.method != "rebase" and (truncating or self.share_rounding != "sequential-ceil"):
+            raise ValueError(
+                f"select_method and share_rounding shape REBASE's allocation, not {self.method}'s"
+            )
         return self
 
 
