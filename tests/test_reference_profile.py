@@ -16,13 +16,22 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sqlite3
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from tests.search_helpers import rebase
+from tests.search_helpers import (
+    diff_runs,
+    dump_run,
+    kill_and_resume,
+    rebase,
+    run_ids,
+    search_args,
+    start_simulator,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "authors_rebase.yaml"
 WIDTH, T, MAX_TOKENS, MAX_DEPTH = 16, 0.2, 1024, 25
@@ -177,3 +186,30 @@ def test_path_token_rule_counts_the_step_or_the_whole_path(tmp_path: Path) -> No
     assert reasons["path"].get("max_tokens", 0) > 0
     assert "max_tokens" not in reasons["step"]
     assert reasons["step"]["answer"] > reasons["path"].get("answer", 0)
+
+
+def test_killed_reference_run_resumes_into_the_uninterrupted_tree(tmp_path: Path) -> None:
+    """Resume rebuilds the per-step token counts and the best-first child order from SQLite:
+    a reference-profile run killed mid-search and resumed equals the uninterrupted one."""
+    extra = ["--profile", "reference"]
+    with start_simulator("--template", "authors-llemma") as fast:
+        expected_db = tmp_path / "expected.db"
+        done = rebase(expected_db, *search_args(fast.url, budget=16, limit=6, extra=extra))
+        assert done.returncode == 0, done.stderr
+        expected = dump_run(expected_db, run_ids(expected_db)[-1])
+    with start_simulator("--template", "authors-llemma", "--base-ms", "60") as slow:
+        url = slow.url
+        result = kill_and_resume(
+            tmp_path / "killed.db",
+            search_args(url, budget=16, limit=6, concurrency=2, extra=extra),
+            lambda run_id: ["search", "--run", f"run-{run_id}", "--policy", url, "--reward", url],
+            kills=1,
+            rng=random.Random(13),
+            delay=(0.3, 0.8),
+            logs=tmp_path / "logs",
+        )
+    assert result.mid_run_kills == 1, "the run finished before the kill: lengthen it"
+    assert result.final is not None and result.final.returncode == 0, result.final.stderr
+    assert diff_runs(expected, dump_run(tmp_path / "killed.db", result.run_id)) == []
+    for nodes in load_problems(tmp_path / "killed.db").values():
+        replay(nodes)
