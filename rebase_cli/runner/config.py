@@ -154,7 +154,7 @@ def normalise_keys(
         plural = "s" if len(unknown) > 1 else ""
         raise ConfigError(
             f"{origin}: unknown config key{plural} {', '.join(described)}",
-            'rename or remove them; README "Reproducing the paper" lists every key',
+            "rename or remove them (`rebase search --help` lists every key as a flag)",
         )
     return out
 
