@@ -124,6 +124,7 @@ def build_run_report(
             "pairs": grading.pairs,
             "cached": grading.cached,
             "graded": grading.graded,
+            "stored": grading.stored,
         },
     }
 

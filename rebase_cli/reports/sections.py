@@ -88,7 +88,8 @@ def _facts(report: dict) -> tuple[tuple[str, str], ...]:
         (
             "grading",
             f"grader {grading['grader_version']}: {grading['pairs']} distinct answers, "
-            f"{grading['cached']} cached, {grading['graded']} graded now",
+            f"{grading['cached']} cached, {grading['graded']} graded now"
+            + ("" if grading.get("stored", True) else " (not cached: the database is read-only)"),
         ),
         ("seed", str(run["seed"])),
     ]
