@@ -149,3 +149,14 @@ def test_search_reports_all_unknown_keys_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "unknown config keys 'selct_method'" in result.stderr
     assert "'num_thread' (did you mean 'num_threads'?)" in result.stderr
+
+
+def test_switches_at_their_default_leave_older_fingerprints_alone() -> None:
+    from rebase_cli.runner.config import fingerprint, semantic_dict
+
+    plain = build_config({"budget": 4})
+    assert not {"profile", "tie_order", "leaf_rule", "select_method"} & set(semantic_dict(plain))
+    base = fingerprint(plain, "d" * 64, "t")
+    for switch in ({"tie_order": "later-first"}, {"share_rounding": "round"},
+                   {"profile": "reference", "template": "llemma-metamath"}):  # fmt: skip
+        assert fingerprint(build_config({"budget": 4, **switch}), "d" * 64, "t") != base

@@ -18,14 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rebase_cli.errors import ConfigError
 from rebase_cli.runner.profiles import IGNORED_KEYS, MODEL_TYPE_KEYS, apply_profile
+from rebase_cli.search.base import ShareRounding, TieOrder
 
 Method = Literal["rebase", "sample", "beam"]
 RewardProtocol = Literal["score", "classify", "pooling"]
 Profile = Literal["default", "reference"]
 SelectMethod = Literal["softmax", "softmax_with_truncate"]
-TieOrder = Literal["earlier-first", "later-first"]
 ChildOrder = Literal["parent-order", "best-first"]
-ShareRounding = Literal["sequential-ceil", "round"]
 PathTokenRule = Literal["path", "step"]
 LeafRule = Literal["template", "answer-phrase"]
 
@@ -112,14 +111,17 @@ OPERATIONAL_KEYS = frozenset(
 # Switches whose default leaves the fingerprint as it was before they existed, so runs
 # started earlier are still found by --resume.
 _FINGERPRINT_NEUTRAL = {
-    "profile": "default",
-    "select_method": "softmax",
-    "truncate_ratio": None,
-    "tie_order": "earlier-first",
-    "child_order": "parent-order",
-    "share_rounding": "sequential-ceil",
-    "path_token_rule": "path",
-    "leaf_rule": "template",
+    key: SearchConfig.model_fields[key].default
+    for key in (
+        "profile",
+        "select_method",
+        "truncate_ratio",
+        "tie_order",
+        "child_order",
+        "share_rounding",
+        "path_token_rule",
+        "leaf_rule",
+    )
 }
 KNOWN_KEYS = frozenset(SearchConfig.model_fields)
 # Every key a config file may hold: ours, the authors' aliases and model types, and the
