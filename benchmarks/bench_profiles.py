@@ -8,7 +8,10 @@ rule, the paper's compute (policy generated tokens) and ours (policy prompt + co
 tokens + PRM tokens). The simulator's accuracy is synthetic: this shows how far the two
 profiles' trees differ on the same PRM signal, not how a real model performs.
 
-    python benchmarks/bench_profiles.py [--problems 200] [--seed 0] [--json]
+    python benchmarks/bench_profiles.py [--problems 200] [--seed 0] [--max-tokens N] [--json]
+
+`--max-tokens N` overrides the YAML's 1024 in both runs: the simulator's steps are short
+(~20 tokens), so a small N shows what the path-token rule does to longer real steps.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def measure(db: Path, flags: tuple[str, ...], problems: int, seed: int) -> dict:
                "--limit", str(problems), "--seed", str(seed), "--policy", "sim",
                "--reward", "sim", "--json")
     )  # fmt: skip
+    if summary["interrupted"]:
+        raise SystemExit(f"{summary['run']} was interrupted")
     wall = time.monotonic() - started
     report = json.loads(rebase(db, "report", summary["run"], "--format", "json"))["runs"][0]
     budget = report["run"]["budget"]
@@ -69,19 +74,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=None, help="override max_tokens")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    extra = () if args.max_tokens is None else ("--max-tokens", str(args.max_tokens))
     os.environ.setdefault("REBASE_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "bench.db"
         results = {
-            name: measure(db, flags, args.problems, args.seed) for name, flags in PROFILES.items()
+            name: measure(db, (*flags, *extra), args.problems, args.seed)
+            for name, flags in PROFILES.items()
         }
     if args.json:
-        print(json.dumps({"problems": args.problems, "seed": args.seed, **results}, indent=2))
+        figures = {"problems": args.problems, "seed": args.seed, "max_tokens": args.max_tokens}
+        print(json.dumps({**figures, **results}, indent=2))
         return
     names = list(results)
-    print(f"GSM8K, {args.problems} problems, the authors' config (width 16), simulator (synthetic)")
+    limit = f", max_tokens {args.max_tokens}" if args.max_tokens else ""
+    print(f"GSM8K, {args.problems} problems, the authors' config (width 16{limit}), simulator")
     print(f"{'':<28}" + "".join(f"{name:>12}" for name in names))
     rows = [("answers per problem", "answers_per_problem", "{:>12.2f}")]
     rows += [(f"accuracy {rule}", rule, "{:>12.3f}") for rule in RULES]
