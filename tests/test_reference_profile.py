@@ -213,3 +213,27 @@ def test_killed_reference_run_resumes_into_the_uninterrupted_tree(tmp_path: Path
     assert diff_runs(expected, dump_run(tmp_path / "killed.db", result.run_id)) == []
     for nodes in load_problems(tmp_path / "killed.db").values():
         replay(nodes)
+
+
+def test_reference_export_writes_each_path_as_the_policy_wrote_it(
+    reference_db: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "answers.json"
+    result = rebase(reference_db, "export", "latest", "--format", "reference", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(reference_db) as connection:
+        leaves = connection.execute(
+            "SELECT id FROM node WHERE terminal AND answer IS NOT NULL"
+        ).fetchall()
+        texts = set()
+        for (node_id,) in leaves:
+            steps = []
+            while node_id is not None:
+                node_id, text = connection.execute(
+                    "SELECT parent_id, text FROM node WHERE id = ?", (node_id,)
+                ).fetchone()
+                steps.append(text)
+            texts.add("".join(reversed(steps)))
+    exported = {a["text"] for item in json.loads(out.read_text()) for a in item["model_answer"]}
+    assert exported == texts
+    assert not any("\n\n" in text for text in exported)
