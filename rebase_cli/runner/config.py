@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rebase_cli.errors import ConfigError
 
-Method = Literal["rebase", "sample", "beam"]
+Method = Literal["rebase", "sample", "beam", "dvts", "particle"]
+SampleMode = Literal["steps", "whole"]
 RewardProtocol = Literal["score", "classify", "pooling"]
 
 # Keys of the paper's reference code and their names here.
@@ -47,6 +48,10 @@ class SearchConfig(BaseModel):
     max_tokens: int = Field(default=1024, ge=1, le=10_000_000)
     max_depth: int = Field(default=25, ge=1, le=10_000)
     beam_expansion: int = Field(default=4, ge=1, le=65536)
+    particle_temperature: float = Field(default=0.2, gt=0, le=1e6)
+    # `sample` only: grow each path step by step (scored as it grows), or generate it whole in
+    # one request and score its steps afterwards.
+    sample_mode: SampleMode = "steps"
     template: str = "llemma-metamath"
     reward_protocol: RewardProtocol = "score"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -78,6 +83,9 @@ OPERATIONAL_KEYS = frozenset(
     }
 )
 KNOWN_KEYS = frozenset(SearchConfig.model_fields)
+# Semantic keys added after runs were already stored: left out of the fingerprint while at
+# these values, so that the runs created before them keep their fingerprint (and `--resume`).
+LATER_KEYS_AT_DEFAULT = {"particle_temperature": 0.2, "sample_mode": "steps"}
 
 
 def normalise_keys(raw: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -130,7 +138,11 @@ def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig
 
 def semantic_dict(config: SearchConfig) -> dict[str, Any]:
     """The fields that determine the search's output."""
-    return {k: v for k, v in config.model_dump().items() if k not in OPERATIONAL_KEYS}
+    return {
+        k: v
+        for k, v in config.model_dump().items()
+        if k not in OPERATIONAL_KEYS and LATER_KEYS_AT_DEFAULT.get(k, object()) != v
+    }
 
 
 def fingerprint(config: SearchConfig, dataset_sha256: str, template_digest: str) -> str:
@@ -148,7 +160,11 @@ def fingerprint(config: SearchConfig, dataset_sha256: str, template_digest: str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _semantic_values(config: SearchConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.model_dump().items() if k not in OPERATIONAL_KEYS}
+
+
 def differing_keys(stored: SearchConfig, wanted: SearchConfig) -> list[str]:
     """Semantic keys whose values differ, as `key: stored → wanted` strings."""
-    a, b = semantic_dict(stored), semantic_dict(wanted)
+    a, b = _semantic_values(stored), _semantic_values(wanted)
     return [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(a) if a[k] != b[k]]

@@ -52,6 +52,13 @@ class TreeNode:
             node = node.parent
         return out[::-1]
 
+    def lineage(self) -> int | None:
+        """The ordinal of this node's depth-1 ancestor (None for the root)."""
+        node = self
+        while node.parent is not None and node.depth > 1:
+            node = node.parent
+        return node.ordinal if node.depth >= 1 else None
+
     def snapshot(self) -> NodeSnapshot:
         # Ordinals are assigned in a deterministic order, so they serve as the tie-break key.
         return NodeSnapshot(
@@ -60,6 +67,7 @@ class TreeNode:
             score=self.score,
             terminal=self.terminal,
             path_tokens=self.path_tokens,
+            lineage=self.lineage(),
         )
 
 
@@ -157,6 +165,7 @@ class ProblemSearch:
                 [node.snapshot() for node in frontier],
                 tree.finished_before(depth, ctx.config.max_tokens),
                 depth,
+                problem_index=problem.dataset_index,
             )
             if decision.stop or decision.total_children == 0:
                 await asyncio.to_thread(
@@ -253,7 +262,7 @@ class ProblemSearch:
             depth=depth,
             nodes=tuple(nodes),
             allocations=tuple(
-                (e.key, float(e.weight), int(e.children)) for e in decision.expansions
+                (e.key, float(e.weight), int(e.children), e.subtree) for e in decision.expansions
             ),
             counters=level_counters(batches, scores),
         )

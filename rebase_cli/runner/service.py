@@ -148,6 +148,8 @@ def strategy_for(config: SearchConfig) -> Strategy:
                 "max_path_tokens": config.max_tokens,
                 "max_depth": config.max_depth,
                 "beam_expansion": config.beam_expansion,
+                "particle_temperature": config.particle_temperature,
+                "seed": config.seed,
             }
         ),
     )

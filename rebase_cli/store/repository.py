@@ -362,7 +362,7 @@ def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: flo
                 )
             ).all()
             parents = {ordinal: node_id for ordinal, node_id in rows}
-        for parent_ordinal, weight, children in level.allocations:
+        for parent_ordinal, weight, children, *subtree in level.allocations:
             session.add(
                 AllocationRow(
                     problem_id=problem_id,
@@ -370,6 +370,7 @@ def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: flo
                     node_id=parents[parent_ordinal],
                     weight=weight,
                     children=children,
+                    subtree=subtree[0] if subtree else None,
                 )
             )
         for node in level.nodes:
