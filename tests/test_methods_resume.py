@@ -45,10 +45,12 @@ def slow_sim():
 
 
 def _method_args(method: str) -> list[str]:
+    if method == "whole":
+        return ["--method", "sample", "--sample-mode", "whole"]
     return ["--method", method, "--beam-expansion", "4"]
 
 
-@pytest.mark.parametrize("method", ["dvts", "particle"])
+@pytest.mark.parametrize("method", ["dvts", "particle", "whole"])
 def test_sigkill_then_resume_gives_the_uninterrupted_tree(
     method: str, fast_sim, slow_sim, tmp_path: Path
 ) -> None:

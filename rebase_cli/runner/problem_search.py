@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rebase_cli.domain import (
     LevelCommit,
@@ -25,6 +25,7 @@ from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.context import SearchContext
 from rebase_cli.runner.seeds import request_seed
 from rebase_cli.runner.steps import classify_step
+from rebase_cli.runner.whole_sample import split_completion, whole_levels
 from rebase_cli.store import repository as repo
 from rebase_cli.store.models import NodeRow, ProblemRow
 
@@ -156,7 +157,7 @@ class ProblemSearch:
         rows = await asyncio.to_thread(repo.load_tree, ctx.db, problem.id)
         tree = rebuild_tree(rows, self.template, problem.question)
         if not tree.levels:
-            await self._commit(tree, self._root_level(), started)
+            await self._commit(tree, [self._root_level()], started)
             started = time.monotonic()
         while True:
             depth = tree.depth_completed
@@ -172,8 +173,11 @@ class ProblemSearch:
                     repo.finish_problem, ctx.db, problem.id, time.monotonic() - started
                 )
                 return
-            level = await self._expand(frontier, decision)
-            await self._commit(tree, level, started)
+            if depth == 0 and ctx.config.method == "sample" and ctx.config.sample_mode == "whole":
+                levels = await self._expand_whole(frontier[0], decision.total_children)
+            else:
+                levels = [await self._expand(frontier, decision)]
+            await self._commit(tree, levels, started)
             started = time.monotonic()
 
     def _root_level(self) -> LevelCommit:
@@ -200,6 +204,35 @@ class ProblemSearch:
             )
         )
         return self._build_level(frontier[0].depth + 1, parents, batches, scores, decision)
+
+    async def _expand_whole(self, root: TreeNode, n: int) -> list[LevelCommit]:
+        """Whole-solution sampling: `n` paths in one request, split, every step scored."""
+        ctx, config, template = self.ctx, self.ctx.config, self.template
+        seed = request_seed(config.seed, self.problem.dataset_index, root.depth, root.ordinal)
+        batch = await ctx.policy.expand(
+            root.prompt,
+            n,
+            stop=[s for s in template.stop if s != template.step_delimiter],
+            max_tokens=config.max_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=seed,
+        )
+        paths = [
+            split_completion(
+                c, template, max_depth=config.max_depth, max_path_tokens=config.max_tokens
+            )
+            for c in batch.completions
+        ]
+        steps = tuple(step.completion for path in paths for step in path)
+        ctx.monitor.observe([replace(batch, completions=steps)], template)
+        scorer = ctx.path_scorer
+        assert scorer is not None, "whole-solution sampling needs a path scorer"
+        scores, scored = await scorer.score_paths(
+            self.problem.question, [[step.text for step in path] for path in paths]
+        )
+        counters = level_counters([batch], [scored])
+        return whole_levels(paths, scores, seed=seed, batch=batch, counters=counters)
 
     async def _request_steps(self, node: TreeNode, n: int) -> StepBatch:
         config = self.ctx.config
@@ -267,14 +300,18 @@ class ProblemSearch:
             counters=level_counters(batches, scores),
         )
 
-    async def _commit(self, tree: ProblemTree, level: LevelCommit, started: float) -> None:
+    async def _commit(self, tree: ProblemTree, levels: list[LevelCommit], started: float) -> None:
+        """Commit consecutive levels in one transaction, then add them to the in-memory tree."""
         await asyncio.to_thread(
-            repo.commit_level, self.ctx.db, self.problem.id, level, time.monotonic() - started
+            repo.commit_levels, self.ctx.db, self.problem.id, levels, time.monotonic() - started
         )
-        parents = tree.levels[level.depth - 1] if level.depth > 0 else []
-        by_ordinal = {node.ordinal: node for node in parents}
-        tree.ensure_depth(level.depth)
-        for new in level.nodes:
-            parent = by_ordinal.get(new.parent_ordinal) if new.parent_ordinal is not None else None
-            tree.add(new, parent)
-        self.ctx.events.level_committed(self.problem, level)
+        for level in levels:
+            parents = tree.levels[level.depth - 1] if level.depth > 0 else []
+            by_ordinal = {node.ordinal: node for node in parents}
+            tree.ensure_depth(level.depth)
+            for new in level.nodes:
+                parent = (
+                    by_ordinal.get(new.parent_ordinal) if new.parent_ordinal is not None else None
+                )
+                tree.add(new, parent)
+            self.ctx.events.level_committed(self.problem, level)
