@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rebase_cli.clients import prm_text
 from rebase_cli.domain import Completion, TerminalReason
@@ -66,6 +68,40 @@ def test_a_path_is_cut_at_its_first_answer_and_at_the_limits() -> None:
     assert cut[-1].terminal_reason is TerminalReason.MAX_TOKENS
     eos = _split("Step 1: no answer here.", tokens=5)
     assert [s.terminal_reason for s in eos] == [TerminalReason.EOS]
+
+
+step_texts = st.sampled_from(
+    ["Step 1: 2 + 2 = 4.", "Step 2: 4 * 3 = 12.", "So we get 7.", "The answer is: 12", " "]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(step_texts, min_size=1, max_size=12),
+    finish=st.sampled_from(["stop", "length"]),
+    tokens=st.integers(0, 400),
+    max_depth=st.integers(1, 10),
+    max_path_tokens=st.integers(1, 400),
+)
+def test_split_paths_end_exactly_once_within_the_limits(
+    pieces: list[str], finish: str, tokens: int, max_depth: int, max_path_tokens: int
+) -> None:
+    text = DELIM.join(pieces)
+    steps = _split(
+        text, finish=finish, tokens=tokens, max_depth=max_depth, max_path_tokens=max_path_tokens
+    )
+    assert 1 <= len(steps) <= max_depth
+    # Only the last step ends the path, and it always does: every path is a finished one.
+    assert all(s.terminal_reason is None for s in steps[:-1])
+    assert steps[-1].terminal_reason is not None
+    assert all(s.path_tokens < max_path_tokens for s in steps[:-1])
+    # Token counts never exceed what was generated and grow along the path.
+    assert steps[-1].path_tokens <= tokens
+    assert [s.path_tokens for s in steps] == sorted(s.path_tokens for s in steps)
+    # The steps are the completion's own text, in order.
+    assert DELIM.join(s.text for s in steps) == DELIM.join(
+        TEMPLATE.split_steps(text)[: len(steps)] or [text]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
 def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig:
     """Validate merged values into a SearchConfig; errors name the key and the bad value."""
     try:
-        return SearchConfig(**values)
+        return _check_combination(SearchConfig(**values), origin)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(p) for p in error["loc"]) or "config"
@@ -134,6 +134,17 @@ def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig
             f"{origin}: invalid {key}={given!r}: {error['msg']}",
             f"fix --{key.replace('_', '-')} or the config file",
         ) from None
+
+
+def _check_combination(config: SearchConfig, origin: str) -> SearchConfig:
+    """Refuse settings that the chosen method would silently ignore."""
+    if config.sample_mode == "whole" and config.method != "sample":
+        raise ConfigError(
+            f"{origin}: sample_mode 'whole' applies to method 'sample' only "
+            f"(method is {config.method!r})",
+            "drop --sample-mode, or pass --method sample",
+        )
+    return config
 
 
 def semantic_dict(config: SearchConfig) -> dict[str, Any]:

@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rebase_cli.clients.policy import apportion
-from rebase_cli.domain import Completion, LevelCommit, LevelCounters, NewNode, StepBatch
+from rebase_cli.domain import (
+    Completion,
+    LevelCommit,
+    LevelCounters,
+    NewNode,
+    StepBatch,
+    TerminalReason,
+)
 from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.steps import classify_step
 
@@ -31,7 +38,7 @@ class PathStep:
     text: str
     completion: Completion
     path_tokens: int
-    terminal_reason: object
+    terminal_reason: TerminalReason | None
     answer: str | None
 
 
@@ -44,7 +51,8 @@ def split_completion(
 ) -> list[PathStep]:
     """The steps of one whole completion, cut at the first one that ends the path.
 
-    Every step but the last ends at the delimiter; the last one ends as the completion did.
+    Every step but the last ends at the delimiter; the last one ends as the completion did,
+    and always ends the path (a completion cut short by its token limit ends at the limit).
     The completion's tokens are split over the pieces by length (delimiter included)."""
     pieces = template.split_steps(completion.text) or [completion.text]
     delimiter = template.step_delimiter
@@ -69,6 +77,14 @@ def split_completion(
             max_depth=max_depth,
             max_path_tokens=max_path_tokens,
         )
+        if last and reason is None:
+            # The one request ended here, so the path ends here too: at the request's token
+            # limit (the path limit, unless the server counted fewer), or wherever it stopped.
+            reason = (
+                TerminalReason.MAX_TOKENS
+                if step.finish_reason == "length"
+                else (TerminalReason.EOS)
+            )
         steps.append(PathStep(piece, step, path_tokens, reason, answer))
         if reason is not None:
             break
@@ -110,7 +126,7 @@ def whole_levels(
                     prompt_tokens=batch.prompt_tokens if depth == 1 and ordinal == 0 else 0,
                     completion_tokens=step.completion.completion_tokens,
                     finish_reason=step.completion.finish_reason,
-                    terminal_reason=step.terminal_reason,  # type: ignore[arg-type]
+                    terminal_reason=step.terminal_reason,
                     answer=step.answer,
                     seed=seed,
                 )
