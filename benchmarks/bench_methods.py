@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -120,9 +121,12 @@ def main() -> None:
         start_simulator("--score-extraction", *latency) as sim,
     ):
         db = Path(folder) / "bench.db"
+        total = len(args.budget_list) * len(METHODS)
         for budget in args.budget_list:
             for method in METHODS:
                 rows.append(measure(db, sim.url, method, budget, args))
+                print(f"[{len(rows)}/{total}] budget {budget} {method}: "
+                      f"{rows[-1]['wall_seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
     if args.json:
         print(json.dumps({"simulated": True, "label": SYNTHETIC, "rows": rows}, indent=2))
     else:

@@ -22,7 +22,7 @@ def search(
     dataset: Annotated[str | None, Opt(help="gsm8k, math500, or a JSONL file.")] = None,
     budget: Annotated[int | None, Opt(help="Width N: paths per problem.")] = None,
     method: Annotated[
-        str | None, Opt(help="rebase, sample, beam, dvts or particle [default: rebase].")
+        str | None, Opt(help="rebase, sample, beam, dvts or particle (default rebase).")
     ] = None,
     config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
     template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
@@ -45,13 +45,13 @@ def search(
     max_depth: Annotated[int | None, Opt(help="Max steps per path.")] = None,
     beam_expansion: Annotated[int | None, Opt(help="Beam and DVTS expansion M.")] = None,
     particle_temperature: Annotated[
-        float | None, Opt(help="Particle filtering resampling temperature [default: 0.2].")
+        float | None, Opt(help="Particle filtering resampling temperature (default 0.2).")
     ] = None,
     sample_mode: Annotated[
         str | None,
         Opt(
             help="sample: `steps` (scored as it grows) or `whole` (one request per path) "
-            "[default: steps]."
+            "(default steps)."
         ),
     ] = None,
     request_timeout: Annotated[float | None, Opt(help="Seconds per request.")] = None,

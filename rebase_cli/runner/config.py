@@ -69,6 +69,11 @@ class SearchConfig(BaseModel):
     policy_params: float | None = Field(default=None, gt=0)
     reward_params: float | None = Field(default=None, gt=0)
 
+    @property
+    def whole_solutions(self) -> bool:
+        """Whole-solution sampling: each path generated in one request, then scored."""
+        return self.method == "sample" and self.sample_mode == "whole"
+
 
 OPERATIONAL_KEYS = frozenset(
     {

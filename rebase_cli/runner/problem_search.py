@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from rebase_cli.domain import (
     LevelCommit,
@@ -25,7 +25,7 @@ from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.context import SearchContext
 from rebase_cli.runner.seeds import request_seed
 from rebase_cli.runner.steps import classify_step
-from rebase_cli.runner.whole_sample import split_completion, whole_levels
+from rebase_cli.runner.whole_sample import expand_whole
 from rebase_cli.store import repository as repo
 from rebase_cli.store.models import NodeRow, ProblemRow
 
@@ -173,8 +173,10 @@ class ProblemSearch:
                     repo.finish_problem, ctx.db, problem.id, time.monotonic() - started
                 )
                 return
-            if depth == 0 and ctx.config.method == "sample" and ctx.config.sample_mode == "whole":
-                levels = await self._expand_whole(frontier[0], decision.total_children)
+            if depth == 0 and ctx.config.whole_solutions:
+                levels = await expand_whole(
+                    ctx, problem, frontier[0].prompt, decision.total_children
+                )
             else:
                 levels = [await self._expand(frontier, decision)]
             await self._commit(tree, levels, started)
@@ -204,35 +206,6 @@ class ProblemSearch:
             )
         )
         return self._build_level(frontier[0].depth + 1, parents, batches, scores, decision)
-
-    async def _expand_whole(self, root: TreeNode, n: int) -> list[LevelCommit]:
-        """Whole-solution sampling: `n` paths in one request, split, every step scored."""
-        ctx, config, template = self.ctx, self.ctx.config, self.template
-        seed = request_seed(config.seed, self.problem.dataset_index, root.depth, root.ordinal)
-        batch = await ctx.policy.expand(
-            root.prompt,
-            n,
-            stop=[s for s in template.stop if s != template.step_delimiter],
-            max_tokens=config.max_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=seed,
-        )
-        paths = [
-            split_completion(
-                c, template, max_depth=config.max_depth, max_path_tokens=config.max_tokens
-            )
-            for c in batch.completions
-        ]
-        steps = tuple(step.completion for path in paths for step in path)
-        ctx.monitor.observe([replace(batch, completions=steps)], template)
-        scorer = ctx.path_scorer
-        assert scorer is not None, "whole-solution sampling needs a path scorer"
-        scores, scored = await scorer.score_paths(
-            self.problem.question, [[step.text for step in path] for path in paths]
-        )
-        counters = level_counters([batch], [scored])
-        return whole_levels(paths, scores, seed=seed, batch=batch, counters=counters)
 
     async def _request_steps(self, node: TreeNode, n: int) -> StepBatch:
         config = self.ctx.config

@@ -140,9 +140,7 @@ async def connected_clients(
 
 def path_scorer_for(config: SearchConfig, reward: HttpReward) -> PathScorer | None:
     """The whole-path scorer of whole-solution sampling (None for every other method)."""
-    if config.method == "sample" and config.sample_mode == "whole":
-        return PathScorer(reward)
-    return None
+    return PathScorer(reward) if config.whole_solutions else None
 
 
 def strategy_for(config: SearchConfig) -> Strategy:

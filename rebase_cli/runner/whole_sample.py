@@ -16,7 +16,7 @@ resume redoes, with the same seed) the whole problem and never leaves half of it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rebase_cli.clients.policy import apportion
 from rebase_cli.domain import (
@@ -28,7 +28,10 @@ from rebase_cli.domain import (
     TerminalReason,
 )
 from rebase_cli.prompts import PromptTemplate
+from rebase_cli.runner.context import SearchContext
+from rebase_cli.runner.seeds import request_seed
 from rebase_cli.runner.steps import classify_step
+from rebase_cli.store.models import ProblemRow
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,46 @@ class PathStep:
     path_tokens: int
     terminal_reason: TerminalReason | None
     answer: str | None
+
+
+async def expand_whole(
+    ctx: SearchContext, problem: ProblemRow, root_prompt: str, n: int
+) -> list[LevelCommit]:
+    """The levels 1..D of `n` whole paths from the root: one policy request, every step
+    scored by `ctx.path_scorer`. Nothing is written; the caller commits the levels at once."""
+    config, template = ctx.config, ctx.template
+    seed = request_seed(config.seed, problem.dataset_index, 0, 0)  # the root's request seed
+    batch = await ctx.policy.expand(
+        root_prompt,
+        n,
+        stop=[s for s in template.stop if s != template.step_delimiter],
+        max_tokens=config.max_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        seed=seed,
+    )
+    paths = [
+        split_completion(c, template, max_depth=config.max_depth, max_path_tokens=config.max_tokens)
+        for c in batch.completions
+    ]
+    # The wrong-template check sees the steps as step-by-step generation would return them.
+    steps = tuple(step.completion for path in paths for step in path)
+    ctx.monitor.observe([replace(batch, completions=steps)], template)
+    scorer = ctx.path_scorer
+    if scorer is None:
+        raise ValueError("whole-solution sampling needs the context's path scorer")
+    scores, scored = await scorer.score_paths(
+        problem.question, [[step.text for step in path] for path in paths]
+    )
+    counters = LevelCounters(
+        policy_prompt_tokens=batch.prompt_tokens,
+        policy_completion_tokens=batch.completion_tokens,
+        reward_tokens=scored.tokens,
+        policy_requests=batch.requests,
+        reward_requests=scored.requests,
+        retries=batch.retries + scored.retries,
+    )
+    return whole_levels(paths, scores, seed=seed, batch=batch, counters=counters)
 
 
 def split_completion(

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
 from rebase_cli.search.frontier import (
     WidthStrategy,
-    is_finished,
     split_frontier,
     stopped_decision,
 )
@@ -99,16 +98,6 @@ def allocate_dvts(
         for node in open_nodes
     )
     return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
-
-
-def finished_per_subtree(nodes: Sequence[NodeSnapshot], expansion: int, max_path_tokens: int):
-    """How many finished nodes each subtree has among `nodes` (for checks and reports)."""
-    counts: dict[int, int] = {}
-    for node in nodes:
-        if node.depth > 0 and is_finished(node, max_path_tokens):
-            subtree = subtree_of(node, expansion)
-            counts[subtree] = counts.get(subtree, 0) + 1
-    return counts
 
 
 class DvtsStrategy(WidthStrategy):
