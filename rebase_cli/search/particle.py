@@ -14,9 +14,11 @@ allocation row therefore says which particle was kept (children > 0), how many c
 resampled from.
 
 Where a choice was needed, and which:
-- Weights: softmax(score / T) over the PRM's step score in [0, 1], T = `particle_temperature`
-  (default 0.2). its_hub uses softmax(logit(score)) with no temperature; T = 0.2 on [0, 1]
-  scores gives a comparable selection strength (p = 0.9 against 0.1: e^4 here, e^4.4 there).
+- Weights: softmax(score / T) over the PRM's score of the particle's newest step given its
+  whole path (what the paper calls model-based aggregation), a probability in [0, 1];
+  T = `particle_temperature` (default 0.2). its_hub uses softmax(logit(score)) with no
+  temperature; T = 0.2 on [0, 1] scores gives a comparable selection strength (p = 0.9
+  against 0.1: e^4 here, e^4.4 there).
 - Finished particles keep their slot: a particle that finished (answer, EOS, token limit) keeps
   one unit of width and leaves the resampling; only open particles are resampled, into the width
   left (N minus the finished). its_hub instead resamples finished particles together with open
