@@ -15,7 +15,7 @@ resampled from.
 
 Where a choice was needed, and which:
 - Weights: softmax(score / T) over the PRM's score of the particle's newest step given its
-  whole path (what the paper calls model-based aggregation), a probability in [0, 1];
+  whole path (its_hub likewise scores each partial path once per step), in [0, 1];
   T = `particle_temperature` (default 0.2). its_hub uses softmax(logit(score)) with no
   temperature; T = 0.2 on [0, 1] scores gives a comparable selection strength (p = 0.9
   against 0.1: e^4 here, e^4.4 there).
