@@ -7,7 +7,9 @@ serves it). The tree stored is the one step-by-step `sample` would store for the
 continuations: a chain of step nodes per path, cut where step-by-step generation would have
 stopped it (its first answer, EOS, the path token limit, the depth limit), with `sample`'s
 allocation rows (each open node gives its one child, uniform share). Text generated past a cut
-is dropped; its tokens are still counted, since they were generated.
+is dropped; its tokens are still counted, since they were generated. One difference remains: a
+step longer than `max_step_tokens` stays one step here, where step-by-step generation would
+have cut it and continued it as the next node.
 
 All depths of a problem are committed in one transaction, so a kill before it loses (and a
 resume redoes, with the same seed) the whole problem and never leaves half of it.
