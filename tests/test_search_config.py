@@ -124,14 +124,16 @@ def test_fingerprints_of_runs_stored_before_the_new_method_keys_are_unchanged() 
     import hashlib
     import json
 
-    from rebase_cli.runner.config import OPERATIONAL_KEYS, SearchConfig
+    from rebase_cli.runner.config import SearchConfig
 
+    # The semantic keys of the first release: a run stored then has this fingerprint.
+    first_release_keys = (
+        "method", "budget", "balance_temperature", "temperature", "top_p", "max_step_tokens",
+        "max_tokens", "max_depth", "beam_expansion", "template", "reward_protocol", "seed",
+        "samples_per_request",
+    )  # fmt: skip
     config = SearchConfig(budget=16, method="rebase")
-    old_semantic = {
-        k: v
-        for k, v in config.model_dump().items()
-        if k not in OPERATIONAL_KEYS and k not in ("particle_temperature", "sample_mode")
-    }
+    old_semantic = {k: v for k, v in config.model_dump().items() if k in first_release_keys}
     canonical = json.dumps(
         {"config": old_semantic, "dataset_sha256": "sha", "template": "tpl"},
         sort_keys=True,
