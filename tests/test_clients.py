@@ -74,6 +74,17 @@ def test_expand_sends_one_request_with_n_and_reads_every_choice(server):
         "reports_matched_stop": True,
         "matched_stop_field": "matched_stop",
         "reports_usage": True,
+        # The fake serves neither /server_info nor /version: a plain OpenAI-compatible server,
+        # whose seed handling is unknown; without token ids, n > 1 counts are apportioned.
+        "server": "openai",
+        "server_version": None,
+        "server_detected": True,
+        "sampling_plan": "/v1/completions, n per request, seed + i per child",
+        "reproducible": False,
+        "reproducible_why": (
+            "the server does not say whether it applies seeds (no /server_info or /version)"
+        ),
+        "token_counts": "approximate",
     }
     [request] = server.requests_to("/v1/completions")
     assert request.body == {
@@ -470,7 +481,9 @@ def sim_problem():
 
 
 def run_against_sim(config_changes, coro_factory):
-    config = SimConfig(role="both", port=0, datasets=("gsm8k",)).with_(**config_changes)
+    # vLLM, the flavour whose one n-request gives distinct, reproducible children.
+    config = SimConfig(role="both", flavour="vllm", port=0, datasets=("gsm8k",))
+    config = config.with_(**config_changes)
     with start_in_thread(config) as sim:
         return asyncio.run(coro_factory(sim.url))
 
@@ -503,7 +516,9 @@ def test_policy_and_every_reward_protocol_work_against_the_simulator(sim_problem
     assert all(c.text.startswith("Step 1: ") for c in batch.completions)
     assert all(c.matched_stop == "\n" for c in batch.completions if c.finish_reason == "stop")
     assert batch.completion_tokens == sum(c.completion_tokens for c in batch.completions) > 0
-    assert caps["n_supported"] is True and caps["matched_stop_field"] == "matched_stop"
+    assert caps["n_supported"] is True and caps["matched_stop_field"] == "stop_reason"
+    assert caps["server"] == "vllm" and caps["reproducible"] is True
+    assert caps["token_counts"] == "exact"
     for protocol, scored in scores.items():
         assert len(scored.scores) == 4, protocol
         assert all(0.0 <= s <= 1.0 for s in scored.scores), protocol

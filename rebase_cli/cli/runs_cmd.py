@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from rebase_cli.cli.common import console, open_existing_db, print_json
+from rebase_cli.runner import reproducibility
 from rebase_cli.store import repository as repo
 
 app = typer.Typer(help="List, inspect and delete runs.", invoke_without_command=True)
@@ -84,6 +85,8 @@ def show(
             "model": run.reward_model,
             "protocol": run.reward_protocol,
         },
+        "reproducible": reproducibility.read(run.capabilities_json).line,
+        "token_counts": reproducibility.read(run.capabilities_json).token_counts,
         "capabilities": json.loads(run.capabilities_json) if run.capabilities_json else None,
         "config": json.loads(run.config_json),
         "wall_seconds": run.wall_seconds,
