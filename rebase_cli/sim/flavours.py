@@ -15,7 +15,8 @@ Each flavour is what the server's own source does (sglang 0.5.23, vllm 0.33.0):
   stop string, or null at EOS); `/version` answers; `/pooling` accepts a list of inputs and
   refuses `task: "reward"`.
 - `openai`: a plain OpenAI-compatible server (`transformers serve`): one choice whatever `n`
-  asks, no stop field, the stop string left at the end of the text.
+  asks, no stop field, the stop string left at the end of the text, the seed applied per
+  request (transformers sets torch's global seed), no route that says any of this.
 
 The simulator's default is `vllm`: it is the only flavour on which one request per parent gives
 distinct children that are also reproducible, so `--policy sim` runs resume exactly with the
