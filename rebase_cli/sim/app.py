@@ -479,7 +479,14 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
         Route("/model_info", model_info, methods=["GET"]),
         Route(
             "/v1/completions",
-            model_route("/v1/completions", sim.complete, cfg.serves_policy, policy_hint),
+            model_route(
+                "/v1/completions",
+                sim.complete,
+                cfg.serves_policy,
+                policy_hint,
+                # vLLM and plain OpenAI-compatible servers answer errors as {"error": {...}}.
+                vllm=not cfg.server.sglang_routes,
+            ),
             methods=["POST"],
         ),
         Route(
