@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rebase_cli.reports.schema import validate_report
 from tests.search_helpers import (
     committed_prefix_errors,
     diff_runs,
@@ -68,6 +69,23 @@ def test_a_run_on_every_flavour_samples_every_child_once(
     payload = json.loads(shown.stdout)
     assert payload["reproducible"].startswith("yes (" if reproducible else "no (")
     assert payload["capabilities"]["server"] == flavour
+    # Exact everywhere: token ids where the server returns them; the plain server ignores n,
+    # so each of its replies has one choice, whose usage is its own count.
+    assert payload["token_counts"] == "exact"
+    if flavour not in ("sglang", "vllm"):
+        return  # the report side needs one run of each answer (no, yes)
+    report = json.loads(rebase(db, "report", "run-1", "--format", "json").stdout)
+    validate_report(report)
+    run = report["runs"][0]["run"]
+    assert run["reproducible"] is reproducible and run["reproducible_why"]
+    html = tmp_path / "report.html"
+    rebase(db, "report", "run-1", "--output", str(html))
+    for shown in (
+        rebase(db, "report", "run-1").stdout,
+        rebase(db, "report", "run-1", "--format", "markdown").stdout,
+        html.read_text(encoding="utf-8"),
+    ):
+        assert ("NOT REPRODUCIBLE" in shown) is not reproducible
 
 
 def test_sigkill_then_resume_on_deterministic_sglang_equals_the_uninterrupted_run(
