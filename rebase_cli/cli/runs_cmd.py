@@ -69,6 +69,7 @@ def show(
     db = open_existing_db()
     run = repo.resolve_run(db, run_ref)
     totals = repo.run_totals(db, run.id)
+    facts = reproducibility.read(run.capabilities_json)
     payload = {
         "run": f"run-{run.id}",
         "name": run.name,
@@ -85,8 +86,8 @@ def show(
             "model": run.reward_model,
             "protocol": run.reward_protocol,
         },
-        "reproducible": reproducibility.read(run.capabilities_json).line,
-        "token_counts": reproducibility.read(run.capabilities_json).token_counts,
+        "reproducible": facts.line,
+        "token_counts": facts.token_counts,
         "capabilities": json.loads(run.capabilities_json) if run.capabilities_json else None,
         "config": json.loads(run.config_json),
         "wall_seconds": run.wall_seconds,

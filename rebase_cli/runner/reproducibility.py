@@ -19,7 +19,13 @@ def merge(stored: dict[str, Any] | None, current: dict[str, Any]) -> dict[str, A
     merged = dict(current)
     if not stored:
         return merged
-    if stored.get("reproducible") is False and current.get("reproducible") is not False:
+    if "reproducible" not in stored:
+        merged["reproducible"] = False
+        merged["reproducible_why"] = (
+            "an earlier part of the run predates server identification; its seeds may not "
+            "have been applied"
+        )
+    elif stored.get("reproducible") is False and current.get("reproducible") is not False:
         merged["reproducible"] = False
         merged["reproducible_why"] = f"an earlier part of the run: {stored.get('reproducible_why')}"
     elif "server" in stored and stored.get("server") != current.get("server"):

@@ -35,7 +35,7 @@ from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.faults import Fault, FaultInjector
 from rebase_cli.sim.flavours import SGLANG_VERSION, VLLM_VERSION, choice_seeds
 from rebase_cli.sim.perf import PerfModel
-from rebase_cli.sim.policy import Choice, PolicyModel
+from rebase_cli.sim.policy import Choice, PolicyModel, prompt_digest
 from rebase_cli.sim.prm import PrmModel
 from rebase_cli.sim.protocol import (
     BadRequest,
@@ -92,7 +92,7 @@ class Simulator:
         self.bad_requests = 0
         self.internal_errors = 0
         self.duplicate_samples = 0
-        self._samples: set[tuple[str, int, float, float]] = set()
+        self._samples: set[tuple[int, int, float, float]] = set()
         self._ids = itertools.count(1)
 
     def next_id(self, prefix: str) -> str:
@@ -122,7 +122,7 @@ class Simulator:
         already used for this prompt (what collapses a search tree)."""
         if temperature > 0:
             for seed in seeds:
-                key = (prompt, seed, temperature, top_p)
+                key = (prompt_digest(prompt), seed, temperature, top_p)
                 if key in self._samples:
                     self.duplicate_samples += 1
                 elif len(self._samples) >= SAMPLE_MEMORY:

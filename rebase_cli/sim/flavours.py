@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 SGLANG_VERSION = "0.5.23"
 VLLM_VERSION = "0.33.0"
+SGLANG_DEFAULT_SEED = 42  # deterministic SGLang's sampling_seed when a request sends none
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,10 @@ class Flavour:
     stop_string_in_text: bool
     returns_token_ids: bool
     sglang_routes: bool  # /server_info, /ready, slow /health, POST /generate
-    vllm_routes: bool  # /version, strict /pooling
+    vllm_routes: bool  # /version
     health_seconds: float  # how long /health takes once loaded
+    # The seed a request without one samples with, when seeds are applied (None: a fresh one).
+    default_seed: int | None = None
 
     @property
     def deterministic(self) -> bool:
@@ -79,6 +82,7 @@ FLAVOURS: dict[str, Flavour] = {
         sglang_routes=True,
         vllm_routes=False,
         health_seconds=1.0,
+        default_seed=SGLANG_DEFAULT_SEED,
     ),
     "vllm": Flavour(
         name="vllm",
@@ -110,9 +114,6 @@ FLAVOURS: dict[str, Flavour] = {
 DEFAULT_FLAVOUR = "vllm"
 
 
-SGLANG_DEFAULT_SEED = 42  # what deterministic SGLang samples with when a request sends none
-
-
 def choice_seeds(flavour: Flavour, seed: int | None, n: int, draw: Callable[[], int]) -> list[int]:
     """The seed each of the n choices of one request samples with.
 
@@ -121,8 +122,8 @@ def choice_seeds(flavour: Flavour, seed: int | None, n: int, draw: Callable[[], 
     if not flavour.honours_seed:
         return [draw() for _ in range(n)]
     if seed is None:
-        if flavour.name == "sglang-deterministic":
-            return [SGLANG_DEFAULT_SEED] * n
+        if flavour.default_seed is not None:
+            return [flavour.default_seed] * n
         return [draw() for _ in range(n)]
     if flavour.seed_per_choice:
         return [seed + index for index in range(n)]
