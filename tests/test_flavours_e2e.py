@@ -126,3 +126,40 @@ def test_resuming_against_another_kind_of_server_marks_the_run_not_reproducible(
     assert "reproducible: no (resumed against another kind of server (vllm, then sglang))" in (
         resumed.stdout
     )
+
+
+def test_the_in_process_simulator_takes_a_flavour_and_the_server_kind_can_be_named(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "rebase.db"
+    base = ["search", "--dataset", "gsm8k", "--budget", "4", "--limit", "1", "--json"]
+    done = rebase(db, *base, "--policy", "sim:sglang-deterministic", "--reward", "sim")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["reproducible"] is True and "deterministic" in summary["reproducible_why"]
+    # Named, the kind is not asked: a vLLM plan against deterministic SGLang (one n-request)
+    # is what the user asked for, and the run records that the kind was given, not detected.
+    named = rebase(
+        db, *base, "--seed", "3", "--policy", "sim:sglang-deterministic", "--reward", "sim",
+        "--policy-server", "vllm",
+    )  # fmt: skip
+    assert named.returncode == 0, named.stderr
+    shown = json.loads(rebase(db, "runs", "show", "run-2", "--json").stdout)
+    assert shown["capabilities"]["server"] == "vllm"
+    assert shown["capabilities"]["server_detected"] is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--policy", "sim:tgi", "--reward", "sim"], "unknown simulator flavour 'tgi'"),
+        (["--policy", "sim:vllm", "--reward", "sim:sglang"], "different simulator flavours"),
+        (["--policy", "sim", "--reward", "sim", "--policy-server", "tgi"], "--policy-server"),
+    ],
+)
+def test_bad_flavours_and_server_kinds_are_one_line_errors(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    result = rebase(tmp_path / "r.db", "search", "--dataset", "gsm8k", "--budget", "2", *flags)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
