@@ -247,8 +247,11 @@ class PolicyClient:
                 if self._kind is None:
                     self._kind = await identify(self.endpoint)
                 self._plan = plan_for(self._kind.kind, self.max_n)
+                facts = self._plan.describe()
+                if not self._kind.detected:
+                    facts["reproducible_why"] += " (server kind given by the user, not asked)"
                 self._capabilities.update(
-                    self._plan.describe(),
+                    facts,
                     server_version=self._kind.version,
                     server_detected=self._kind.detected,
                 )
