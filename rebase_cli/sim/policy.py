@@ -25,7 +25,7 @@ from rebase_cli.prompts import PromptTemplate
 from rebase_cli.sim.bank import Bank, Reference, RefStep, norm_body, perturb, stable_hash
 from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.stepformat import StepFormat
-from rebase_cli.sim.tokenizer import count_tokens, token_ids, truncate_tokens
+from rebase_cli.sim.tokenizer import token_ids, truncate_tokens
 
 MAX_STEP_ERROR = 0.95
 # Wording variants: a real sampler rarely writes the same sentence twice. Weights favour
@@ -216,9 +216,9 @@ class PolicyModel:
             if 0 <= where < cut:
                 cut, matched = where, candidate
         text = text[:cut]
-        tokens = count_tokens(text)
-        if tokens + 1 > max_tokens:  # the stop (or EOS) token itself needs a slot too
+        ids = token_ids(text)
+        if len(ids) + 1 > max_tokens:  # the stop (or EOS) token itself needs a slot too
             text = truncate_tokens(text, max_tokens)
             return Choice(text, "length", None, token_ids(text)[:max_tokens])
         end = self.eos_token_id if isinstance(matched, int) else token_ids(matched)[0]
-        return Choice(text, "stop", matched, (*token_ids(text), end))
+        return Choice(text, "stop", matched, (*ids, end))
