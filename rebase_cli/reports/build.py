@@ -79,6 +79,7 @@ def build_run_report(
     correct = select(table, n_counted)
     compute = compute_summary(data, options.policy_params, options.reward_params)
     per_problem_flops = compute["flops"]["per_problem"]
+    per_problem_paper = compute["paper"]["per_problem"]
 
     rows = [accuracy_row(correct, run.budget, n_counted)]
     subsampling = None
@@ -94,6 +95,9 @@ def build_run_report(
         # Sample paths are independent, so k of N of them cost k/N of the run's compute.
         row["flops_per_problem"] = (
             None if per_problem_flops is None else per_problem_flops * row["budget"] / run.budget
+        )
+        row["paper_compute_per_problem"] = (
+            None if per_problem_paper is None else per_problem_paper * row["budget"] / run.budget
         )
 
     counted_positions = np.flatnonzero(counted)
@@ -121,6 +125,7 @@ def build_run_report(
             "pairs": grading.pairs,
             "cached": grading.cached,
             "graded": grading.graded,
+            "stored": grading.stored,
         },
     }
 
