@@ -23,7 +23,9 @@ Opt = typer.Option
 def search(
     dataset: Annotated[str | None, Opt(help="gsm8k, math500, or a JSONL file.")] = None,
     budget: Annotated[int | None, Opt(help="Width N: paths per problem.")] = None,
-    method: Annotated[str | None, Opt(help="rebase, sample or beam.")] = None,
+    method: Annotated[
+        str | None, Opt(help="rebase, sample, beam, dvts or particle (default rebase).")
+    ] = None,
     config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
     template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
     policy: Annotated[
@@ -53,7 +55,17 @@ def search(
     max_step_tokens: Annotated[int | None, Opt(help="Max tokens per step.")] = None,
     max_tokens: Annotated[int | None, Opt(help="Max tokens per path.")] = None,
     max_depth: Annotated[int | None, Opt(help="Max steps per path.")] = None,
-    beam_expansion: Annotated[int | None, Opt(help="Beam search expansion M.")] = None,
+    beam_expansion: Annotated[int | None, Opt(help="Beam and DVTS expansion M.")] = None,
+    particle_temperature: Annotated[
+        float | None, Opt(help="Particle filtering resampling temperature (default 0.2).")
+    ] = None,
+    sample_mode: Annotated[
+        str | None,
+        Opt(
+            help="sample: `steps` (scored as it grows) or `whole` (one request per path) "
+            "(default steps)."
+        ),
+    ] = None,
     request_timeout: Annotated[float | None, Opt(help="Seconds per request.")] = None,
     server_wait: Annotated[float | None, Opt(help="Seconds to wait for a down server.")] = None,
     max_in_flight: Annotated[int | None, Opt(help="In-flight requests per endpoint.")] = None,
@@ -132,6 +144,8 @@ def search(
         "max_tokens": max_tokens,
         "max_depth": max_depth,
         "beam_expansion": beam_expansion,
+        "particle_temperature": particle_temperature,
+        "sample_mode": sample_mode,
         "request_timeout": request_timeout,
         "server_wait": server_wait,
         "max_in_flight": max_in_flight,

@@ -20,7 +20,8 @@ from rebase_cli.errors import ConfigError
 from rebase_cli.runner.profiles import IGNORED_KEYS, MODEL_TYPE_KEYS, apply_profile
 from rebase_cli.search.base import ShareRounding, TieOrder
 
-Method = Literal["rebase", "sample", "beam"]
+Method = Literal["rebase", "sample", "beam", "dvts", "particle"]
+SampleMode = Literal["steps", "whole"]
 RewardProtocol = Literal["score", "classify", "pooling"]
 Profile = Literal["default", "reference"]
 SelectMethod = Literal["softmax", "softmax_with_truncate"]
@@ -55,6 +56,10 @@ class SearchConfig(BaseModel):
     max_tokens: int = Field(default=1024, ge=1, le=10_000_000)
     max_depth: int = Field(default=25, ge=1, le=10_000)
     beam_expansion: int = Field(default=4, ge=1, le=65536)
+    particle_temperature: float = Field(default=0.2, gt=0, le=1e6)
+    # `sample` only: grow each path step by step (scored as it grows), or generate it whole in
+    # one request and score its steps afterwards.
+    sample_mode: SampleMode = "steps"
     template: str = "llemma-metamath"
     reward_protocol: RewardProtocol = "score"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -95,6 +100,11 @@ class SearchConfig(BaseModel):
             )
         return self
 
+    @property
+    def whole_solutions(self) -> bool:
+        """Whole-solution sampling: each path generated in one request, then scored."""
+        return self.method == "sample" and self.sample_mode == "whole"
+
 
 OPERATIONAL_KEYS = frozenset(
     {
@@ -121,6 +131,8 @@ _FINGERPRINT_NEUTRAL = {
         "share_rounding",
         "path_token_rule",
         "leaf_rule",
+        "particle_temperature",
+        "sample_mode",
     )
 }
 KNOWN_KEYS = frozenset(SearchConfig.model_fields)
@@ -183,7 +195,7 @@ def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig
     applied first); errors name the key and the bad value."""
     values = apply_profile(values, origin)
     try:
-        return SearchConfig(**values)
+        return _check_combination(SearchConfig(**values), origin)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(p) for p in error["loc"]) or "config"
@@ -201,6 +213,17 @@ def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig
             f"{origin}: invalid {key}={given!r}: {error['msg']}",
             f"fix --{key.replace('_', '-')} or the config file",
         ) from None
+
+
+def _check_combination(config: SearchConfig, origin: str) -> SearchConfig:
+    """Refuse settings that the chosen method would silently ignore."""
+    if config.sample_mode == "whole" and config.method != "sample":
+        raise ConfigError(
+            f"{origin}: sample_mode 'whole' applies to method 'sample' only "
+            f"(method is {config.method!r})",
+            "drop --sample-mode, or pass --method sample",
+        )
+    return config
 
 
 def semantic_dict(config: SearchConfig) -> dict[str, Any]:
@@ -229,10 +252,11 @@ def fingerprint(config: SearchConfig, dataset_sha256: str, template_digest: str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _semantic_values(config: SearchConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.model_dump().items() if k not in OPERATIONAL_KEYS}
+
+
 def differing_keys(stored: SearchConfig, wanted: SearchConfig) -> list[str]:
     """Semantic keys whose values differ, as `key: stored → wanted` strings."""
-    a, b = (
-        {k: v for k, v in c.model_dump().items() if k not in OPERATIONAL_KEYS}
-        for c in (stored, wanted)
-    )
+    a, b = _semantic_values(stored), _semantic_values(wanted)
     return [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(a) if a[k] != b[k]]

@@ -81,3 +81,5 @@ class SearchContext:
     reward: object
     events: SearchEvents
     monitor: DelimiterMonitor
+    # Scores whole paths (whole-solution sampling); None for the step-by-step methods.
+    path_scorer: object | None = None

@@ -25,6 +25,7 @@ from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.context import SearchContext
 from rebase_cli.runner.seeds import request_seed
 from rebase_cli.runner.steps import classify_step
+from rebase_cli.runner.whole_sample import expand_whole
 from rebase_cli.store import repository as repo
 from rebase_cli.store.models import NodeRow, ProblemRow
 
@@ -53,6 +54,13 @@ class TreeNode:
             node = node.parent
         return out[::-1]
 
+    def lineage(self) -> int | None:
+        """The ordinal of this node's depth-1 ancestor (None for the root)."""
+        node = self
+        while node.parent is not None and node.depth > 1:
+            node = node.parent
+        return node.ordinal if node.depth >= 1 else None
+
     def counted_tokens(self, rule: str) -> int:
         """The tokens the over-length test counts: the whole path's ("path") or, as in the
         authors' code, where a node's count never adds its parent's, its own step's ("step")."""
@@ -66,6 +74,7 @@ class TreeNode:
             score=self.score,
             terminal=self.terminal,
             path_tokens=self.counted_tokens(rule),
+            lineage=self.lineage(),
         )
 
 
@@ -156,7 +165,7 @@ class ProblemSearch:
         rows = await asyncio.to_thread(repo.load_tree, ctx.db, problem.id)
         tree = rebuild_tree(rows, self.template, problem.question)
         if not tree.levels:
-            await self._commit(tree, self._root_level(), started)
+            await self._commit(tree, [self._root_level()], started)
             started = time.monotonic()
         while True:
             depth = tree.depth_completed
@@ -166,14 +175,20 @@ class ProblemSearch:
                 [node.snapshot(rule) for node in frontier],
                 tree.finished_before(depth, ctx.config.max_tokens, rule),
                 depth,
+                problem_index=problem.dataset_index,
             )
             if decision.stop or decision.total_children == 0:
                 await asyncio.to_thread(
                     repo.finish_problem, ctx.db, problem.id, time.monotonic() - started
                 )
                 return
-            level = await self._expand(frontier, decision)
-            await self._commit(tree, level, started)
+            if depth == 0 and ctx.config.whole_solutions:
+                levels = await expand_whole(
+                    ctx, problem, frontier[0].prompt, decision.total_children
+                )
+            else:
+                levels = [await self._expand(frontier, decision)]
+            await self._commit(tree, levels, started)
             started = time.monotonic()
 
     def _root_level(self) -> LevelCommit:
@@ -272,19 +287,23 @@ class ProblemSearch:
             depth=depth,
             nodes=tuple(nodes),
             allocations=tuple(
-                (e.key, float(e.weight), int(e.children)) for e in decision.expansions
+                (e.key, float(e.weight), int(e.children), e.subtree) for e in decision.expansions
             ),
             counters=level_counters(batches, scores),
         )
 
-    async def _commit(self, tree: ProblemTree, level: LevelCommit, started: float) -> None:
+    async def _commit(self, tree: ProblemTree, levels: list[LevelCommit], started: float) -> None:
+        """Commit consecutive levels in one transaction, then add them to the in-memory tree."""
         await asyncio.to_thread(
-            repo.commit_level, self.ctx.db, self.problem.id, level, time.monotonic() - started
+            repo.commit_levels, self.ctx.db, self.problem.id, levels, time.monotonic() - started
         )
-        parents = tree.levels[level.depth - 1] if level.depth > 0 else []
-        by_ordinal = {node.ordinal: node for node in parents}
-        tree.ensure_depth(level.depth)
-        for new in level.nodes:
-            parent = by_ordinal.get(new.parent_ordinal) if new.parent_ordinal is not None else None
-            tree.add(new, parent)
-        self.ctx.events.level_committed(self.problem, level)
+        for level in levels:
+            parents = tree.levels[level.depth - 1] if level.depth > 0 else []
+            by_ordinal = {node.ordinal: node for node in parents}
+            tree.ensure_depth(level.depth)
+            for new in level.nodes:
+                parent = (
+                    by_ordinal.get(new.parent_ordinal) if new.parent_ordinal is not None else None
+                )
+                tree.add(new, parent)
+            self.ctx.events.level_committed(self.problem, level)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from rebase_cli.clients.path_reward import PathScorer
 from rebase_cli.clients.policy import PolicyClient
 from rebase_cli.clients.retry import RetryPolicy
 from rebase_cli.clients.reward import HttpReward, make_reward_client
@@ -179,6 +180,11 @@ async def connected_clients(
         yield policy, reward, endpoints
 
 
+def path_scorer_for(config: SearchConfig, reward: HttpReward) -> PathScorer | None:
+    """The whole-path scorer of whole-solution sampling (None for every other method)."""
+    return PathScorer(reward) if config.whole_solutions else None
+
+
 def strategy_for(config: SearchConfig) -> Strategy:
     """The search strategy a config asks for, with its parameters."""
     return get_strategy(
@@ -193,6 +199,8 @@ def strategy_for(config: SearchConfig) -> Strategy:
                 "tie_order": config.tie_order,
                 "share_rounding": config.share_rounding,
                 "truncate_ratio": config.truncate_ratio,
+                "particle_temperature": config.particle_temperature,
+                "seed": config.seed,
             }
         ),
     )
@@ -236,8 +244,9 @@ async def run_search(
         stored = prepared.run.capabilities_json
         previous = json.loads(stored) if stored else None
 
-        def record_capabilities() -> None:
-            merged = reproducibility.merge(previous, policy.capabilities)
+        def record_capabilities(extra: dict | None = None) -> None:
+            current = {**policy.capabilities, **(extra or {})}
+            merged = reproducibility.merge(previous, current)
             repo.set_run_capabilities(db, prepared.run.id, merged)
 
         # Recorded before the first level, so that a killed run still says how it sampled.
@@ -253,10 +262,13 @@ async def run_search(
             reward=reward,
             events=events_factory(prepared),
             monitor=DelimiterMonitor(),
+            path_scorer=path_scorer_for(prepared.config, reward),
         )
         try:
             outcome = await execute_run(ctx)
         finally:
-            # What the policy server supports (n > 1, matched_stop, usage) goes into the run.
-            await asyncio.to_thread(record_capabilities)
+            # What the policy server supports (n > 1, matched_stop, usage, its sampling plan)
+            # and what the path scorer saw go into the run.
+            extra = ctx.path_scorer.capabilities if ctx.path_scorer is not None else None
+            await asyncio.to_thread(record_capabilities, extra)
         return prepared, outcome

@@ -27,9 +27,11 @@ class StrategyParams:
     """Search parameters shared by the strategies (reference defaults).
 
     `width` is the budget N (paths per problem). `max_depth` None means unbounded.
-    `beam_expansion` is M of beam search (each kept node gets M children, N/M nodes kept).
-    `tie_order`, `share_rounding` and `truncate_ratio` (None: no truncation) shape REBASE's
-    allocation (see `search.rebase` and `search.shares`)."""
+    `beam_expansion` is M of beam search (each kept node gets M children, N/M nodes kept) and
+    of DVTS (N/M subtrees expanded M ways). `tie_order`, `share_rounding` and `truncate_ratio`
+    (None: no truncation) shape REBASE's allocation (see `search.rebase` and `search.shares`).
+    `particle_temperature` is T of particle filtering's resampling weights softmax(score / T);
+    `seed` is the run seed its draws derive from."""
 
     width: int
     balance_temperature: float = 0.2
@@ -39,6 +41,8 @@ class StrategyParams:
     tie_order: TieOrder = "earlier-first"
     share_rounding: ShareRounding = "sequential-ceil"
     truncate_ratio: float | None = None
+    particle_temperature: float = 0.2
+    seed: int = 0
 
 
 class Strategy(Protocol):
@@ -48,9 +52,17 @@ class Strategy(Protocol):
     params: StrategyParams
 
     def decide(
-        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
+        self,
+        frontier: Sequence[NodeSnapshot],
+        finished_so_far: int,
+        depth: int,
+        *,
+        problem_index: int = 0,
     ) -> LevelDecision:
         """The decision for depth `depth` whose nodes are `frontier`.
+
+        `problem_index` (the problem's dataset index) is what a strategy that draws random
+        numbers derives them from, with `params.seed` and `depth`; the others ignore it.
 
         `finished_so_far` counts the nodes at depths < `depth` that were terminal or over the
         path token limit (each used one unit of width). The width left for this depth is

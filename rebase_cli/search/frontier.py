@@ -72,7 +72,12 @@ class WidthStrategy:
         self.params = params
 
     def decide(
-        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
+        self,
+        frontier: Sequence[NodeSnapshot],
+        finished_so_far: int,
+        depth: int,
+        *,
+        problem_index: int = 0,
     ) -> LevelDecision:
         width = self.params.width - finished_so_far
         if reached_max_depth(depth, self.params.max_depth):

@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--policy-model-id", default="sim-policy")
     add("--reward-model-id", default="sim-prm")
     add("--load-seconds", type=float, default=0.0)
+    add("--score-extraction", action="store_true", help="serve /v1/score's setwise readout")
     add("--error-rate", type=float, default=SimConfig.error_rate)
     add("--eos-token-id", type=int, default=2)
     add("--max-model-len", type=int, default=8192)
@@ -112,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         policy_model=args.policy_model_id,
         reward_model=args.reward_model_id,
         load_seconds=args.load_seconds,
+        score_extraction=args.score_extraction,
         error_rate=args.error_rate,
         eos_token_id=args.eos_token_id,
         max_model_len=args.max_model_len,

@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from rebase_cli.sim.policy import Choice, PolicyModel, prompt_digest
 from rebase_cli.sim.prm import PrmModel
 from rebase_cli.sim.protocol import (
     BadRequest,
+    ScoreParams,
     dumps,
     parse_body,
     parse_classify,
@@ -257,8 +259,10 @@ class Simulator:
 
     async def score(self, body: dict[str, Any]) -> dict[str, Any]:
         params = parse_score(body)
-        scores = []
-        for item in params.items:
+        scores: list[Any] = []
+        if params.extraction_token is not None:
+            scores = self.setwise_scores(params)
+        for item in params.items if params.extraction_token is None else ():
             text = item + params.query if params.item_first else params.query + item
             scores.append(
                 self.prm.label_probs(
@@ -277,6 +281,50 @@ class Simulator:
             "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens},
             "object": "scoring",
         }
+
+    def setwise_scores(self, params: ScoreParams) -> list[list[list[float]]]:
+        """SGLang's setwise readout: one label row at every occurrence of the extraction token
+        in each query + item, refused (400) as SGLang refuses it (see SimConfig)."""
+        if not self.config.score_extraction:
+            raise BadRequest(
+                "score_extraction_token_id requires --disable-radix-cache because pooling "
+                "positions are relative to the full prompt."
+            )
+        token = params.extraction_token or ""
+        if token != self.template.prm.step_tag.strip():
+            raise BadRequest(
+                f"score_extraction_token {token!r} did not resolve to a dedicated token id."
+            )
+        if params.item_first:
+            raise BadRequest("item_first is not supported with score_extraction_token_id.")
+        if token in params.query:
+            raise BadRequest(
+                "score-extraction token found in the shared query prefix; it must appear only "
+                "within items, one per candidate."
+            )
+        out = []
+        for item in params.items:
+            text = params.query + item
+            if token not in item:
+                raise BadRequest(
+                    "No score-extraction token found in one or more input(s); the client must "
+                    "render one per candidate."
+                )
+            # Causal attention: the row at a tag sees exactly the text up to that tag.
+            ends = [m.end() for m in re.finditer(re.escape(token), text)]
+            out.append(
+                [
+                    self.prm.label_probs(
+                        text[:end],
+                        params.label_token_ids,
+                        self.good_token_id,
+                        self.bad_token_id,
+                        params.apply_softmax,
+                    )
+                    for end in ends
+                ]
+            )
+        return out
 
     async def classify(self, body: dict[str, Any]) -> Any:
         texts, single = parse_classify(body)

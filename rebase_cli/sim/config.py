@@ -82,6 +82,10 @@ class SimConfig:
     bad_token_id: int | None = None
     # Server behaviour.
     load_seconds: float = 0.0  # /health answers 503 for this long after start
+    # /v1/score with `score_extraction_token` (a score at every tag of a path) is served only
+    # by an SGLang started with --disable-radix-cache --chunked-prefill-size -1; without them
+    # (SGLang's defaults) it answers 400, and so does the simulator unless this is set.
+    score_extraction: bool = False
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
 

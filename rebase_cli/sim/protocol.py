@@ -228,6 +228,7 @@ class ScoreParams:
     label_token_ids: list[int]
     apply_softmax: bool
     item_first: bool
+    extraction_token: str | None = None
 
 
 def parse_score(body: dict[str, Any]) -> ScoreParams:
@@ -247,12 +248,16 @@ def parse_score(body: dict[str, Any]) -> ScoreParams:
         or not all(isinstance(t, int) and not isinstance(t, bool) for t in labels)
     ):
         raise BadRequest("`label_token_ids` must be a non-empty list of token ids")
+    extraction = body.get("score_extraction_token")
+    if extraction is not None and not isinstance(extraction, str):
+        raise BadRequest("`score_extraction_token` must be a string")
     return ScoreParams(
         query,
         items,
         labels,
         _bool(body, "apply_softmax", False),
         _bool(body, "item_first", False),
+        extraction,
     )
 
 
