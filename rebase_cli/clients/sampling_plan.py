@@ -88,7 +88,7 @@ def plan_for(server: str, samples_per_request: int | None = None) -> SamplingPla
             reproducible=False,
             why=(
                 "SGLang ignores seeds unless started with --enable-deterministic-inference "
-                "(`rebase serve policy --deterministic`): a resumed run samples anew"
+                "(the --deterministic option of rebase serve policy): a resumed run samples anew"
             ),
         )
     return SamplingPlan(
