@@ -107,12 +107,19 @@ class LevelDecision:
 
 @dataclass(frozen=True)
 class Completion:
-    """One choice returned by the policy for a step request."""
+    """One choice returned by the policy for a step request.
+
+    `eos`: the server said the model ended the sequence (vLLM's `stop_reason: null` with
+    finish_reason "stop"); SGLang says it with an int `matched_stop` instead.
+    `exact_tokens`: `completion_tokens` is the server's own count for this choice (token ids,
+    or the usage of a one-choice reply), not a share of a summed usage."""
 
     text: str
     finish_reason: str
     matched_stop: str | int | None
     completion_tokens: int
+    eos: bool = False
+    exact_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class StepBatch:
     completion_tokens: int
     requests: int
     retries: int = 0
+    seeded: bool = True  # the seed was sent to a server that applies it
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ class PrmFormat:
     step_separator: str = "\n"
     pooling_step_tag: str = "<extra_0>"
     system: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    # The outcome reward model's chat format for /classify, with {question} and {answer} (the
+    # steps joined by step_separator). SGLang's /classify applies no chat template, and reward
+    # models trained on chat turns (Skywork-Reward) score plain text badly. None: plain text.
+    classify_chat: str | None = None
 
 
 @dataclass(frozen=True)

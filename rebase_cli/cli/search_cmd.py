@@ -12,6 +12,7 @@ from rebase_cli.cli.common import console, err_console, open_db, print_json
 from rebase_cli.cli.search_progress import ProgressEvents
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
+from rebase_cli.runner import reproducibility
 from rebase_cli.runner.config import load_config_file
 from rebase_cli.runner.setup import RunRequest
 from rebase_cli.store import repository as repo
@@ -27,8 +28,18 @@ def search(
     ] = None,
     config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
     template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
-    policy: Annotated[str | None, Opt(help="Policy URL, or `sim`.")] = None,
+    policy: Annotated[
+        str | None, Opt(help="Policy URL, `sim`, or `sim:FLAVOUR` (sglang, vllm, ...).")
+    ] = None,
     reward: Annotated[str | None, Opt(help="Reward URL, or `sim`.")] = None,
+    policy_server: Annotated[
+        str | None,
+        Opt(
+            help="Policy server kind: sglang, sglang-deterministic, vllm or openai "
+            "[default: asked from the server]",
+            show_default=False,
+        ),
+    ] = None,
     reward_protocol: Annotated[str | None, Opt(help="score, classify or pooling.")] = None,
     limit: Annotated[int | None, Opt(help="Only the first K problems.")] = None,
     concurrency: Annotated[int | None, Opt(help="Problems searched at once.")] = None,
@@ -166,6 +177,7 @@ def search(
         reward_api_key=reward_api_key,
         policy_model=policy_model,
         reward_model=reward_model,
+        policy_server=_server_kind(policy_server),
     )
     db = open_db()
     out = err_console if json_output else console
@@ -195,8 +207,9 @@ def search(
         if "events" in holder:
             holder["events"].__exit__(None, None, None)
     totals = repo.run_totals(db, prepared.run.id)
+    facts = reproducibility.read(repo.resolve_run(db, f"run-{prepared.run.id}").capabilities_json)
     summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
-               "wall_seconds": round(outcome.wall_seconds, 2)}  # fmt: skip
+               "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict()}  # fmt: skip
     if json_output:
         print_json(summary)
     else:
@@ -206,6 +219,7 @@ def search(
             f"{totals['policy_prompt_tokens'] + totals['policy_completion_tokens']:,} policy "
             f"tokens, {totals['reward_tokens']:,} reward tokens in {outcome.wall_seconds:.1f}s"
         )
+        out.print(f"reproducible: {facts.line}", highlight=False)
         for index, error in outcome.failures[:10]:
             out.print(f"  [red]problem {index} failed[/]: {error}")
     if outcome.interrupted:
@@ -222,3 +236,14 @@ def search(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _server_kind(given: str | None) -> str | None:
+    """The --policy-server value, checked."""
+    from rebase_cli.clients.server_kind import SERVER_KINDS
+
+    if given is not None and given not in SERVER_KINDS:
+        raise UsageError(
+            f"unknown --policy-server {given!r}", f"use one of {', '.join(SERVER_KINDS)}"
+        )
+    return given

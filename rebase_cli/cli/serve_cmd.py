@@ -91,6 +91,15 @@ def _role_command(role: Role):
             str | None,
             typer.Option(help="transformers engine: cpu, cuda or auto.", show_default=False),
         ] = None,
+        deterministic: Annotated[
+            bool,
+            typer.Option(
+                "--deterministic",
+                help="Seeded, reproducible sampling (SGLang --enable-deterministic-inference; "
+                "sim: the sglang-deterministic flavour).",
+                hidden=role != "policy",
+            ),
+        ] = False,
         detach: Annotated[
             bool, typer.Option("--detach", "-d", help="Leave it running in the background.")
         ] = False,
@@ -115,6 +124,7 @@ def _role_command(role: Role):
             served_model_name=served_model_name,
             reward_protocol=reward_protocol.value if reward_protocol else None,
             device=device,
+            deterministic=True if deterministic else None,
             extra_args=tuple(extra or ()),
         )
         _serve(spec, detach=detach, timeout=timeout)

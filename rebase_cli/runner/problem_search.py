@@ -279,7 +279,8 @@ class ProblemSearch:
                         finish_reason=completion.finish_reason,
                         terminal_reason=reason,
                         answer=answer,
-                        seed=seed,
+                        # A seed the server was not sent (or ignores) is not recorded.
+                        seed=seed if batch.seeded else None,
                     )
                 )
         return LevelCommit(

@@ -10,10 +10,11 @@ from rebase_cli.prompts import PromptTemplate
 def ended_at_delimiter(completion: Completion, template: PromptTemplate) -> bool:
     """True when the step stopped at the template's step delimiter.
 
-    SGLang reports the stop string in `matched_stop` (vLLM in `stop_reason`); a server that
-    reports neither is trusted to have stopped at the delimiter when it says `stop` and wrote
+    SGLang reports the stop string in `matched_stop` (an int there is the EOS token); vLLM
+    reports it in `stop_reason`, whose null means EOS (`completion.eos`). A server that reports
+    neither is trusted to have stopped at the delimiter when it says `stop` and wrote
     something (an empty `stop` completion is the model ending its solution)."""
-    if completion.finish_reason != "stop":
+    if completion.finish_reason != "stop" or completion.eos:
         return False
     if completion.matched_stop is None:
         return bool(completion.text.strip())

@@ -173,7 +173,8 @@ def whole_levels(
                     finish_reason=step.completion.finish_reason,
                     terminal_reason=step.terminal_reason,
                     answer=step.answer,
-                    seed=seed,
+                    # A seed the server was not sent (or ignores) is not recorded.
+                    seed=seed if batch.seeded else None,
                 )
             )
             ordinals[path_index] = ordinal

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from rebase_cli.errors import ConfigError
 from rebase_cli.prompts import DEFAULT_TEMPLATE
+from rebase_cli.sim.flavours import DEFAULT_FLAVOUR, FLAVOURS, Flavour
 
 ROLES = ("policy", "reward", "both")
 MODEL_PREFIX = "sim-"  # every model id the simulator reports starts with this marker
@@ -62,6 +63,7 @@ class SimConfig:
     model ids start with `sim-`; `role` is one of ROLES."""
 
     role: str = "policy"
+    flavour: str = DEFAULT_FLAVOUR  # which real server's behaviour (see sim.flavours)
     host: str = "127.0.0.1"
     port: int = 30000
     datasets: tuple[str, ...] = ("gsm8k",)
@@ -92,6 +94,10 @@ class SimConfig:
         return replace(self, **changes).validate()  # type: ignore[arg-type]
 
     @property
+    def server(self) -> Flavour:
+        return FLAVOURS[self.flavour]
+
+    @property
     def serves_policy(self) -> bool:
         return self.role in ("policy", "both")
 
@@ -107,6 +113,10 @@ class SimConfig:
         """Raise ConfigError on an impossible setting; return self for chaining."""
         if self.role not in ROLES:
             raise ConfigError(f"unknown simulator role {self.role!r}", f"use {', '.join(ROLES)}")
+        if self.flavour not in FLAVOURS:
+            raise ConfigError(
+                f"unknown simulator flavour {self.flavour!r}", f"use {', '.join(FLAVOURS)}"
+            )
         for name in ("policy_model", "reward_model"):
             if not getattr(self, name).startswith(MODEL_PREFIX):
                 raise ConfigError(
