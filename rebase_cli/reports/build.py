@@ -8,7 +8,7 @@ all formats show the same numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from rebase_cli.reports.grading_cache import Progress, grade_pairs
 from rebase_cli.reports.labels import SIMULATED_LABEL
 from rebase_cli.reports.loading import RunData, load_run_data
 from rebase_cli.reports.schema import SCHEMA_ID
-from rebase_cli.reports.selection import select
+from rebase_cli.reports.selection import DEFAULT_RULES, RULES, select
+from rebase_cli.reports.statistics import StatsOptions, paired_comparison
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
 
@@ -43,6 +44,18 @@ class ReportOptions:
     reward_params: float | None = None
     subsample_seed: int | None = None
     subsample_draws: int = DEFAULT_DRAWS
+    stats: StatsOptions = field(default_factory=StatsOptions)
+    rules: tuple[str, ...] = DEFAULT_RULES
+
+
+@dataclass(frozen=True)
+class ProblemOutcomes:
+    """Per-problem correctness of a run at its own budget: `indexes` are the dataset indexes
+    of its done problems, ascending, and `correct[rule]` is aligned with them."""
+
+    dataset: str
+    indexes: np.ndarray
+    correct: dict[str, np.ndarray]
 
 
 def build_report(
@@ -51,20 +64,64 @@ def build_report(
     options: ReportOptions = ReportOptions(),
     progress: Progress | None = None,
 ) -> dict:
-    """The report document of `runs`, in the order given."""
+    """The report document of `runs`, in the order given; two runs over the same problems also
+    get a paired comparison."""
+    built = [_run_report(db, run, options, progress) for run in runs]
+    comparison = None
+    if len(built) == 2:
+        comparison = compare_runs(built[0], built[1], options)
     return {
         "schema": SCHEMA_ID,
         "generator": f"rebase {__version__}",
-        "runs": [build_run_report(db, run, options, progress) for run in runs],
+        "statistics": options.stats.describe(),
+        "rules": list(options.rules),
+        "runs": [report for report, _ in built],
+        "comparison": comparison,
+    }
+
+
+def compare_runs(
+    first: tuple[dict, ProblemOutcomes],
+    second: tuple[dict, ProblemOutcomes],
+    options: ReportOptions,
+) -> dict | None:
+    """The paired comparison of two runs over the done problems they share (None when they
+    are over different datasets or share no done problem)."""
+    (report_a, a), (report_b, b) = first, second
+    if a.dataset != b.dataset:
+        return None
+    shared, in_a, in_b = np.intersect1d(a.indexes, b.indexes, return_indices=True)
+    if shared.shape[0] == 0:
+        return None
+    return {
+        "a": report_a["run"]["ref"],
+        "b": report_b["run"]["ref"],
+        "problems": int(shared.shape[0]),
+        "a_problems": int(a.indexes.shape[0]),
+        "b_problems": int(b.indexes.shape[0]),
+        "rules": paired_comparison(
+            {rule: a.correct[rule][in_a] for rule in RULES},
+            {rule: b.correct[rule][in_b] for rule in RULES},
+            shared.tolist(),
+            RULES,
+            options.stats,
+        ),
     }
 
 
 def build_run_report(
     db: Database, run: Run, options: ReportOptions, progress: Progress | None = None
 ) -> dict:
+    """One run's section of the document (see `_run_report`)."""
+    return _run_report(db, run, options, progress)[0]
+
+
+def _run_report(
+    db: Database, run: Run, options: ReportOptions, progress: Progress | None = None
+) -> tuple[dict, ProblemOutcomes]:
     """One run's section of the document: grades its answers through the cache, applies every
     selection rule (and the subsampled budgets of a `sample` run), and adds compute, the
-    per-depth view, breakdowns, failures and labels."""
+    per-depth view, breakdowns, failures and labels; with the per-problem outcomes."""
     data = load_run_data(db, run)
     counted = done_mask(data)
     pairs = (
@@ -79,13 +136,15 @@ def build_run_report(
     compute = compute_summary(data, options.policy_params, options.reward_params)
     per_problem_flops = compute["flops"]["per_problem"]
 
-    rows = [accuracy_row(correct, run.budget, n_counted)]
+    rows = [accuracy_row(correct, run.budget, n_counted, stats=options.stats)]
     subsampling = None
     if run.method in SUBSAMPLED_METHODS and run.budget > 1:
         seed = run.seed if options.subsample_seed is None else options.subsample_seed
         budgets = subsample_budgets(run.budget)
         rows = [
-            *subsampled_rows(table, n_counted, budgets, seed, options.subsample_draws),
+            *subsampled_rows(
+                table, n_counted, budgets, seed, options.subsample_draws, options.stats
+            ),
             *rows,
         ]
         subsampling = {"seed": int(seed), "draws": options.subsample_draws, "budgets": budgets}
@@ -98,7 +157,10 @@ def build_run_report(
     counted_positions = np.flatnonzero(counted)
     subjects = [data.problems.subject[i] for i in counted_positions]
     levels = [data.problems.level[i] for i in counted_positions]
-    return {
+    outcomes = ProblemOutcomes(
+        run.dataset, data.problems.index[counted_positions].astype(np.int64), correct
+    )
+    report = {
         "run": _run_section(run, is_partial(run, data)),
         "labels": _labels(run, data, n_counted),
         "problems": _problem_counts(data),
@@ -122,6 +184,7 @@ def build_run_report(
             "graded": grading.graded,
         },
     }
+    return report, outcomes
 
 
 def _run_section(run: Run, partial: bool) -> dict:
