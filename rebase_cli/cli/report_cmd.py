@@ -17,6 +17,8 @@ from rebase_cli.errors import UsageError
 from rebase_cli.reports.accuracy import DEFAULT_DRAWS
 from rebase_cli.reports.compute import parse_params
 from rebase_cli.reports.grading_cache import Progress as ProgressCallback
+from rebase_cli.reports.selection import DEFAULT_RULES, parse_rules
+from rebase_cli.reports.statistics import DEFAULT_RESAMPLES, DEFAULT_STATS_SEED, StatsOptions
 from rebase_cli.store import repository
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
@@ -27,6 +29,12 @@ class ReportFormat(str, Enum):
     json = "json"
     markdown = "markdown"
     html = "html"
+
+
+class ComputeAxis(str, Enum):
+    flops = "flops"
+    tokens = "tokens"
+    seconds = "seconds"
 
 
 class TreeFormat(str, Enum):
@@ -83,6 +91,29 @@ def report(
     subsample_draws: Annotated[
         int, typer.Option(min=1, max=1000, help="Draws averaged per subsampled budget.")
     ] = DEFAULT_DRAWS,
+    rules: Annotated[
+        str,
+        typer.Option(
+            help="Selection rules the plot and comparison tables show, comma-separated "
+            "(majority, weighted_<agg>, best_of_n_<agg>; agg: last, min, prod, mean)."
+        ),
+    ] = ",".join(DEFAULT_RULES),
+    x_axis: Annotated[
+        ComputeAxis, typer.Option("--x", help="Compute on the plot's x axis.")
+    ] = ComputeAxis.flops,
+    ci_seed: Annotated[
+        int, typer.Option(help="Seed of the bootstrap intervals.")
+    ] = DEFAULT_STATS_SEED,
+    ci_resamples: Annotated[
+        int, typer.Option(min=100, max=100_000, help="Bootstrap resamples per interval.")
+    ] = DEFAULT_RESAMPLES,
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details",
+            help="With several runs, also print each run's own tables (files always have them).",
+        ),
+    ] = False,
 ) -> None:
     """Accuracy under each answer-selection rule, compute and FLOPs, and the per-depth search
     view of one or more runs. Grading verdicts are cached in the database."""
@@ -97,6 +128,9 @@ def report(
         reward_params=parse_params(reward_params) if reward_params else None,
         subsample_seed=subsample_seed,
         subsample_draws=subsample_draws,
+        stats=StatsOptions(seed=ci_seed, resamples=ci_resamples),
+        rules=parse_rules(rules),
+        x_axis=x_axis.value,
     )
     db = open_existing_db()
     try:
@@ -110,14 +144,17 @@ def report(
 
         write_plot(document, plot)
         err_console.print(f"plot written to {plot}", highlight=False)
-    _emit(document, chosen, output)
+    _emit(document, chosen, output, details)
+    if chosen is ReportFormat.table and output is None and len(resolved) > 1 and not details:
+        refs = " ".join(f"run-{run.id}" for run in resolved)
+        err_console.print(f"each run's own tables: rebase report {refs} --details", highlight=False)
 
 
-def _emit(document: dict, fmt: ReportFormat, output: Path | None) -> None:
+def _emit(document: dict, fmt: ReportFormat, output: Path | None, details: bool = True) -> None:
     if fmt is ReportFormat.table and output is None:
         from rebase_cli.reports.render_table import renderables
 
-        for item in renderables(document):
+        for item in renderables(document, details):
             console.print(item)
         return
     if fmt is ReportFormat.table:

@@ -24,6 +24,7 @@ from rebase_cli.reports.accuracy import (
 )
 from rebase_cli.reports.allocation_view import allocation_rows
 from rebase_cli.reports.compute import compute_summary
+from rebase_cli.reports.curves import build_curves
 from rebase_cli.reports.grading_cache import Progress, grade_pairs
 from rebase_cli.reports.labels import SIMULATED_LABEL
 from rebase_cli.reports.loading import RunData, load_run_data
@@ -46,6 +47,7 @@ class ReportOptions:
     subsample_draws: int = DEFAULT_DRAWS
     stats: StatsOptions = field(default_factory=StatsOptions)
     rules: tuple[str, ...] = DEFAULT_RULES
+    x_axis: str = "flops"
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,14 @@ def build_report(
     comparison = None
     if len(built) == 2:
         comparison = compare_runs(built[0], built[1], options)
+    reports = [report for report, _ in built]
     return {
         "schema": SCHEMA_ID,
         "generator": f"rebase {__version__}",
         "statistics": options.stats.describe(),
         "rules": list(options.rules),
-        "runs": [report for report, _ in built],
+        "runs": reports,
+        "curves": build_curves(reports, options.x_axis, options.rules),
         "comparison": comparison,
     }
 
@@ -148,10 +152,21 @@ def _run_report(
             *rows,
         ]
         subsampling = {"seed": int(seed), "draws": options.subsample_draws, "budgets": budgets}
+    started = compute["problems_started"]
+    per_problem_tokens = _per_started(
+        compute["policy_prompt_tokens"] + compute["policy_completion_tokens"]
+        + compute["reward_tokens"], started
+    )  # fmt: skip
+    per_problem_seconds = _per_started(compute["problem_seconds"], started)
     for row in rows:
         # Sample paths are independent, so k of N of them cost k/N of the run's compute.
-        row["flops_per_problem"] = (
-            None if per_problem_flops is None else per_problem_flops * row["budget"] / run.budget
+        share = row["budget"] / run.budget
+        row["flops_per_problem"] = None if per_problem_flops is None else per_problem_flops * share
+        row["tokens_per_problem"] = (
+            None if per_problem_tokens is None else per_problem_tokens * share
+        )
+        row["seconds_per_problem"] = (
+            None if per_problem_seconds is None else per_problem_seconds * share
         )
 
     counted_positions = np.flatnonzero(counted)
@@ -185,6 +200,10 @@ def _run_report(
         },
     }
     return report, outcomes
+
+
+def _per_started(total: float, started: int) -> float | None:
+    return None if started == 0 else total / started
 
 
 def _run_section(run: Run, partial: bool) -> dict:

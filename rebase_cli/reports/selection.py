@@ -32,6 +32,8 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
+from rebase_cli.errors import UsageError
+
 AGGREGATES = ("last", "min", "prod", "mean")
 RULES = (
     "majority",
@@ -56,6 +58,19 @@ SHORT_LABELS = {
 DEFAULT_RULES = ("weighted_last", "majority", "best_of_n_last")
 ORACLE_RULE = "pass_at_n"
 _DECIMALS = 12
+
+
+def parse_rules(text: str) -> tuple[str, ...]:
+    """'weighted_last,majority' → ('weighted_last', 'majority'); unknown names are refused."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in RULES]
+    if unknown or not names:
+        raise UsageError(
+            f"unknown selection rule {', '.join(unknown) or repr(text)}",
+            f"--rules takes a comma-separated list of: {', '.join(RULES)}",
+        )
+    return names
+
 
 _SPACING = re.compile(r"\\[!,;: ]|\\(?:left|right)(?![A-Za-z])|\s+")
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
