@@ -58,7 +58,11 @@ _SUFFIX_FORMATS = {
 
 def report(
     runs: Annotated[
-        list[str], typer.Argument(help="Runs: run-42, 42, a run name, or latest.", metavar="RUN...")
+        list[str],
+        typer.Argument(
+            help="Runs: run-42, 42, a run name, latest, or a group (all its runs).",
+            metavar="RUN|GROUP...",
+        ),
     ],
     fmt: Annotated[
         ReportFormat | None,
@@ -233,10 +237,18 @@ def export(
 
 
 def _resolve_runs(db: Database, refs: list[str]) -> list[Run]:
+    """Runs by reference, a group name standing for its runs (oldest first); each run once."""
+    from rebase_cli.store.groups import get_group, group_runs
+
     resolved: dict[int, Run] = {}
     for ref in refs:
-        run = repository.resolve_run(db, ref)
-        resolved.setdefault(run.id or 0, run)
+        members = group_runs(db, ref) if get_group(db, ref) is not None else None
+        for run in members if members is not None else [repository.resolve_run(db, ref)]:
+            resolved.setdefault(run.id or 0, run)
+    if not resolved:
+        raise UsageError(
+            f"group {refs[0]!r} has no runs yet", f"run: rebase search --group {refs[0]}"
+        )
     return list(resolved.values())
 
 

@@ -33,6 +33,7 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
                     "budget": run.budget,
                     "status": run.status,
                     "simulated": run.simulated,
+                    "group": run.group_name,
                     "problems": counts,
                     "created_at": run.created_at.isoformat(),
                 }
@@ -40,7 +41,9 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
             ]
         )
         return
-    table = Table("run", "name", "method", "dataset", "budget", "status", "progress", "created")
+    table = Table(
+        "run", "name", "group", "method", "dataset", "budget", "status", "progress", "created"
+    )
     for run, counts in rows:
         total = sum(counts.values())
         done = counts.get("done", 0)
@@ -49,6 +52,7 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         table.add_row(
             f"run-{run.id}",
             run.name or "",
+            run.group_name or "",
             run.method + (" [yellow](sim)[/]" if run.simulated else ""),
             run.dataset,
             str(run.budget),

@@ -41,6 +41,19 @@ class Run(SQLModel, table=True):
     wall_seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    group_name: str | None = Field(default=None, index=True)
+
+
+class RunGroup(SQLModel, table=True):
+    """A sweep: several runs started by one `rebase search`, and the plan that makes them
+    (`spec_json`, see runner/sweep.py), so the sweep can be finished after a crash."""
+
+    __tablename__ = "run_group"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    spec_json: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class ProblemRow(SQLModel, table=True):
