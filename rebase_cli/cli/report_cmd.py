@@ -111,6 +111,14 @@ def report(
     ci_resamples: Annotated[
         int, typer.Option(min=100, max=100_000, help="Bootstrap resamples per interval.")
     ] = DEFAULT_RESAMPLES,
+    scores: Annotated[
+        str | None,
+        typer.Option(
+            help="Select answers with this score set (from `rebase rescore`) instead of the "
+            "search's own PRM scores.",
+            show_default=False,
+        ),
+    ] = None,
     details: Annotated[
         bool,
         typer.Option(
@@ -135,6 +143,7 @@ def report(
         stats=StatsOptions(seed=ci_seed, resamples=ci_resamples),
         rules=parse_rules(rules),
         x_axis=x_axis.value,
+        scores=scores,
     )
     db = open_existing_db()
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rebase_cli import __version__
+from rebase_cli.errors import UsageError
 from rebase_cli.reports.accuracy import (
     DEFAULT_DRAWS,
     accuracy_row,
@@ -48,6 +49,7 @@ class ReportOptions:
     stats: StatsOptions = field(default_factory=StatsOptions)
     rules: tuple[str, ...] = DEFAULT_RULES
     x_axis: str = "flops"
+    scores: str | None = None  # a score set's name: select answers with its scores
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ def _run_report(
     """One run's section of the document: grades its answers through the cache, applies every
     selection rule (and the subsampled budgets of a `sample` run), and adds compute, the
     per-depth view, breakdowns, failures and labels; with the per-problem outcomes."""
-    data = load_run_data(db, run)
+    score_set = scores_section(db, run, options.scores)
+    data = load_run_data(db, run, score_set["id"] if score_set else None)
     counted = done_mask(data)
     pairs = (
         (data.answers.answer[i], data.problems.reference[p])
@@ -177,7 +180,8 @@ def _run_report(
     )
     report = {
         "run": _run_section(run, is_partial(run, data)),
-        "labels": _labels(run, data, n_counted),
+        "labels": _labels(run, data, n_counted) + ([score_set["label"]] if score_set else []),
+        "scores": None if score_set is None else {k: v for k, v in score_set.items() if k != "id"},
         "problems": _problem_counts(data),
         "accuracy": rows,
         "subsampling": subsampling,
@@ -200,6 +204,33 @@ def _run_report(
         },
     }
     return report, outcomes
+
+
+def scores_section(db: Database, run: Run, name: str | None) -> dict | None:
+    """The report's account of the score set `name` (None without one). A set that does not
+    score every node is refused: its gaps would silently change which answers win."""
+    if name is None:
+        return None
+    from rebase_cli.store.score_sets import coverage, get_score_set
+
+    score_set = get_score_set(db, run.id or 0, name)
+    scored, total = coverage(db, score_set.id or 0, run.id or 0)
+    if scored < total:
+        raise UsageError(
+            f"score set {name!r} of run-{run.id} scores {scored} of its {total} nodes",
+            f"finish it with: rebase rescore run-{run.id} --reward {score_set.reward_url} "
+            f"--reward-protocol {score_set.reward_protocol} --name {name}",
+        )
+    return {
+        "id": score_set.id,
+        "name": name,
+        "reward_model": score_set.reward_model,
+        "reward_protocol": score_set.reward_protocol,
+        "original_reward_model": run.reward_model,
+        "label": f"RESCORED — answers selected with score set {name!r} ({score_set.reward_model}); "
+        f"the tree's shape (which nodes were expanded) came from the original PRM "
+        f"({run.reward_model})",
+    }
 
 
 def _per_started(total: float, started: int) -> float | None:
