@@ -151,6 +151,7 @@ def test_params_flag(db_file: Path) -> None:
         (["report", "run-9"], 1, "no run 'run-9'"),
         (["report", "run-1", "--plot", "x.pdf"], 2, "unknown image type"),
         (["report", "run-1", "--policy-params", "seven"], 2, "invalid parameter count"),
+        (["report", "run-1", "--rules", "majority,best"], 2, "unknown selection rule best"),
     ],
 )
 def test_errors_are_one_line(db_file: Path, args, code: int, message: str) -> None:
@@ -169,3 +170,16 @@ def test_plot_without_flops_is_a_clear_error(tmp_path: Path) -> None:
     result = invoke(path, "report", "latest", "--plot", str(tmp_path / "p.png"))
     assert result.exit_code == 2
     assert "--policy-params" in result.stderr
+
+
+def test_rules_choose_the_panels_and_the_frontier(db_file: Path) -> None:
+    result = invoke(db_file, "report", "run-1", "run-2", "-f", "json", "--rules", "weighted_mean")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["rules"] == ["weighted_mean"]
+    assert list(document["curves"]["frontier"]) == ["weighted_mean"]
+    markdown = invoke(
+        db_file, "report", "run-1", "run-2", "-f", "markdown", "--rules", "weighted_mean"
+    )
+    header = next(line for line in markdown.stdout.splitlines() if line.startswith("| run |"))
+    assert "w-mean" in header and "maj" not in header and "pass@N" in header

@@ -78,7 +78,7 @@ def report(
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Also draw accuracy vs FLOPs to FILE.png or FILE.svg."),
+        typer.Option("--plot", help="Also draw accuracy vs compute to FILE.png or FILE.svg."),
     ] = None,
     policy_params: Annotated[
         str | None,
