@@ -19,6 +19,7 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, PercentFormatter
 
 from rebase_cli.errors import UsageError
@@ -156,10 +157,13 @@ def _panel(axes, rule: str, points: list[dict], series: list[str], style, docume
                 f"{p['budget']}{'*' if p['subsampled'] else ''}",
                 (p["x"], y),
                 textcoords="offset points",
-                xytext=(5, 4 - 11 * (index % 2)),
-                fontsize=7,
+                xytext=(6, 4 - 12 * (index % 2)),
+                fontsize=7.5,
+                fontweight="bold",
                 color=colour,
                 zorder=4,
+                # A white halo keeps the label legible where it crosses an error bar or line.
+                path_effects=[withStroke(linewidth=2.5, foreground="white")],
             )
     oracle = rule == ORACLE_RULE
     axes.set_title(
