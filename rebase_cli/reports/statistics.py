@@ -4,8 +4,8 @@ With a few hundred problems an accuracy is uncertain by several points, so every
 report prints carries a 95% interval and two runs over the same problems are compared pairwise.
 
 - Interval of one accuracy: the percentile bootstrap over problems. Each of `resamples`
-  resamples draws the problems with replacement (`numpy.random.default_rng(seed)`, one
-  multinomial weight vector per resample, shared by every rule of a row so their intervals are
+  resamples draws the problems with replacement (`numpy.random.default_rng(seed)`, see
+  `resample_weights`; the same draws for every rule and row, so their intervals are
   comparable); the interval is the (2.5%, 97.5%) percentiles of the resampled accuracies. A
   problem's value is its correctness (0 or 1), or for a subsampled row its mean over draws.
 - Paired comparison of runs A and B over the problems both finished: per rule, the difference
@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -50,11 +51,25 @@ class StatsOptions:
 
 
 def resample_weights(n_problems: int, options: StatsOptions) -> np.ndarray:
-    """(resamples × n_problems) counts: how often each problem is drawn in each resample."""
-    rng = np.random.default_rng(options.seed)
-    if n_problems == 0:
-        return np.zeros((options.resamples, 0))
-    return rng.multinomial(n_problems, np.full(n_problems, 1.0 / n_problems), options.resamples)
+    """(resamples × n_problems) counts: how often each problem is drawn in each resample.
+
+    Resample r draws `n_problems` indexes uniformly with `default_rng(seed).integers`, row by
+    row; the same (n, seed, resamples) always gives the same (read-only, cached) matrix, so
+    every row and rule of a report is resampled alike."""
+    return _weights(n_problems, options.seed, options.resamples)
+
+
+@lru_cache(maxsize=8)
+def _weights(n: int, seed: int, resamples: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros((resamples, 0))
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    # One bincount over all rows at once: row r's draws are offset by r * n.
+    offsets = np.arange(resamples, dtype=np.int64)[:, None] * n
+    counts = np.bincount((draws + offsets).ravel(), minlength=resamples * n)
+    weights = counts.reshape(resamples, n).astype(np.float64)
+    weights.setflags(write=False)
+    return weights
 
 
 def bootstrap_intervals(
@@ -67,10 +82,10 @@ def bootstrap_intervals(
     if n == 0:
         return {key: None for key in values}
     weights = resample_weights(n, options)
-    return {
-        key: _percentiles(weights @ np.asarray(v, dtype=float) / n, options)
-        for key, v in values.items()
-    }
+    keys = list(values)
+    # One matrix product for all keys: the resample matrix is read once, not once per key.
+    means = weights @ np.column_stack([np.asarray(values[k], dtype=float) for k in keys]) / n
+    return {key: _percentiles(means[:, i], options) for i, key in enumerate(keys)}
 
 
 def _percentiles(samples: np.ndarray, options: StatsOptions) -> list[float]:
@@ -98,15 +113,18 @@ def paired_comparison(
     """One entry per rule comparing per-problem correctness `first` (run A) and `second`
     (run B), both aligned with the dataset `indexes` they share."""
     n = len(indexes)
-    weights = resample_weights(n, options)
     index_array = np.asarray(indexes, dtype=np.int64)
+    diffs = np.zeros((n, len(rules)))
+    for i, rule in enumerate(rules):
+        diffs[:, i] = np.asarray(second[rule], dtype=float) - np.asarray(first[rule], dtype=float)
+    resampled = resample_weights(n, options) @ diffs / n if n else None
     out = []
-    for rule in rules:
+    for i, rule in enumerate(rules):
         a = np.asarray(first[rule], dtype=bool)
         b = np.asarray(second[rule], dtype=bool)
         gained = index_array[~a & b]
         lost = index_array[a & ~b]
-        diff = b.astype(float) - a.astype(float)
+        diff = diffs[:, i]
         out.append(
             {
                 "rule": rule,
@@ -114,7 +132,7 @@ def paired_comparison(
                 "accuracy_a": float(a.mean()) if n else None,
                 "accuracy_b": float(b.mean()) if n else None,
                 "difference": float(diff.mean()) if n else None,
-                "interval": _percentiles(weights @ diff / n, options) if n else None,
+                "interval": None if resampled is None else _percentiles(resampled[:, i], options),
                 "b_only": int(gained.shape[0]),
                 "a_only": int(lost.shape[0]),
                 "p_value": mcnemar_exact_p(int(gained.shape[0]), int(lost.shape[0])),
