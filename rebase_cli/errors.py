@@ -42,6 +42,10 @@ class StoreError(RebaseError):
     """The database cannot be opened, migrated or written."""
 
 
+class ReadOnlyStoreError(StoreError):
+    """The database file (or its folder) cannot be written; reading it still works."""
+
+
 class NotFoundError(RebaseError):
     """A run, problem or server that does not exist."""
 

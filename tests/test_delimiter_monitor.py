@@ -26,12 +26,17 @@ def test_steps_that_run_to_the_token_limit_stop_the_run_with_a_hint() -> None:
 
 
 def test_a_step_end_or_an_answer_in_the_template_format_clears_it() -> None:
-    monitor = DelimiterMonitor(threshold=2)
+    """Once a completion shows the template works (an answer in its format, or a step ended at
+    the delimiter), later completions that run to the token limit never stop the run."""
+    long_step = Completion("Let me think about this for a long time", "length", None, 256)
     whole = Completion("Step 1: 2 + 2 = 4\nThe answer is: 4", "stop", 2, 20)
-    monitor.observe([_batch(whole, whole, whole)], TEMPLATE)
     step = Completion("Step 1: 2 + 2 = 4", "stop", "\n", 8)
-    other = DelimiterMonitor(threshold=2)
-    other.observe([_batch(step, step, step)], TEMPLATE)
+    for good in (whole, step):
+        monitor = DelimiterMonitor(threshold=2)
+        monitor.observe([_batch(good)], TEMPLATE)
+        assert monitor.step_ends == 1
+        for _ in range(5):
+            monitor.observe([_batch(long_step, long_step)], TEMPLATE)
 
 
 def test_the_word_answer_alone_is_not_an_answer() -> None:

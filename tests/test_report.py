@@ -302,3 +302,22 @@ def test_empty_run_reports_no_accuracy(db: Database) -> None:
     assert row["problems"] == 0 and row["accuracy"]["majority"] is None
     assert document["runs"][0]["allocation"] == []
     validate_report(document)
+
+
+def test_answers_the_grader_calls_one_number_vote_together(db: Database) -> None:
+    """Three single votes by text, but "0.5" and "\\frac{1}{2}" are one number: that group wins
+    the majority (a vote by raw text would tie and pick the first answer, "0.3")."""
+    run = make_run(db, dataset="math500", budget=3)
+    add_tree(
+        db, run, 0, "\\frac{1}{2}",
+        [node(0.9, answer="0.3"), node(0.1, answer="0.5"), node(0.1, answer="\\frac{1}{2}")],
+    )  # fmt: skip
+    data = load_run_data(db, run)
+    counted = done_mask(data)
+    pairs = [(a, "\\frac{1}{2}") for a in data.answers.answer]
+    verdicts, _ = grade_pairs(db, run.dataset, pairs)
+    table = answer_table(data, verdicts, counted)
+    assert len(set(table.group.tolist())) == 2
+    chosen = select(table, 1)
+    assert chosen["majority"].tolist() == [True]
+    assert chosen["best_of_n_last"].tolist() == [False]

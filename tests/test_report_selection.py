@@ -1,5 +1,5 @@
 """The vectorised selection rules against a plain per-problem implementation of the documented
-rules, plus the answer normalisation that decides which answers vote together."""
+rules (which answers vote together is `answer_key`'s, tested in test_answer_keys.py)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rebase_cli.reports.aggregates import path_aggregates
-from rebase_cli.reports.selection import AGGREGATES, RULES, AnswerTable, normalize_answer, select
-
-
-@pytest.mark.parametrize(
-    ("raw", "key"),
-    [
-        ("18", "18"),
-        (" 18.0 ", "18"),
-        ("18.50", "18.5"),
-        ("1,000", "1000"),
-        ("$1,000$", "1000"),
-        ("\\boxed{42}", "42"),
-        ("-0.0", "0"),
-        ("−3", "-3"),
-        ("\\frac{1}{2}", "\\frac{1}{2}"),
-        ("\\dfrac{1}{2}", "\\frac{1}{2}"),
-        ("\\left( 1, 2 \\right)", "(1,2)"),
-        ("\\text{(A)}", "(A)"),
-        ("5.", "5"),
-        ("x + 1", "x+1"),
-    ],
-)
-def test_normalize_answer(raw: str, key: str) -> None:
-    assert normalize_answer(raw) == key
+from rebase_cli.reports.selection import AGGREGATES, RULES, AnswerTable, select
 
 
 def _vote(answers: list, weight) -> bool:

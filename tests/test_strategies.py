@@ -3,6 +3,7 @@ synthetic trees to check the budget invariants across depths."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -115,6 +116,52 @@ def test_beam_shrinks_as_paths_finish_and_never_exceeds_the_width():
     assert [c for c in children(decision).values() if c] == [4, 4]
     decision = allocate_beam(frontier[:8], width=6, expansion=4, max_path_tokens=100, depth=2)
     assert [e.children for e in decision.expansions[:3]] == [4, 2, 0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    nodes=st.lists(
+        st.tuples(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]), st.booleans(), st.integers(0, 150)),
+        min_size=1,
+        max_size=30,
+    ),
+    width=st.integers(1, 64),
+    expansion=st.integers(1, 8),
+    depth=st.integers(1, 6),
+)
+def test_beam_keeps_the_best_open_nodes_and_spends_exactly_what_it_may(
+    nodes, width, expansion, depth
+):
+    """Beam at depth > 0, for any frontier: finished nodes (terminal or over the path tokens)
+    take width; ceil(W_left / M) open nodes are kept (fewer if fewer are open), each with M
+    children except the last kept one; no pruned open node ranks above a kept one (score,
+    then key); weights are uniform over the kept nodes."""
+    max_tokens = 100
+    frontier = [
+        node(key, score, depth=depth, terminal=terminal, tokens=tokens)
+        for key, (score, terminal, tokens) in enumerate(nodes, 1)
+    ]
+    decision = allocate_beam(
+        frontier, width=width, expansion=expansion, max_path_tokens=max_tokens, depth=depth
+    )
+    open_nodes = [n for n in frontier if not n.terminal and n.path_tokens < max_tokens]
+    left = width - (len(frontier) - len(open_nodes))
+    given_children = children(decision)
+    assert set(given_children) == {n.key for n in open_nodes}
+    if left <= 0 or not open_nodes:
+        assert decision.stop and decision.total_children == 0
+        return
+    assert not decision.stop and decision.remaining_width == left
+    kept = [n for n in open_nodes if given_children[n.key] > 0]
+    pruned = [n for n in open_nodes if given_children[n.key] == 0]
+    assert len(kept) == min(len(open_nodes), math.ceil(left / expansion))
+    assert decision.total_children == min(left, expansion * len(open_nodes))
+    rank = {n.key: (-n.score, n.key) for n in open_nodes}
+    assert all(rank[k.key] < rank[p.key] for k in kept for p in pruned)
+    counts = sorted((given_children[n.key] for n in kept), reverse=True)
+    assert all(c == expansion for c in counts[:-1]) and 1 <= counts[-1] <= expansion
+    for e in decision.expansions:
+        assert e.weight == pytest.approx(1 / len(kept) if e.children else 0.0)
 
 
 def test_beam_root_gets_the_whole_width():

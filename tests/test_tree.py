@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
+import pydot
 import pytest
 from typer.testing import CliRunner
 
@@ -71,14 +70,16 @@ def test_dot_output(db_file: Path) -> None:
     assert 'He said \\"stop\\"' in dot  # quotes in step text are escaped
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
-def test_dot_output_is_valid_graphviz(db_file: Path, tmp_path: Path) -> None:
+def test_dot_output_is_valid_graphviz(db_file: Path) -> None:
+    """pydot's DOT grammar parses the output into one graph with every node and edge (no
+    Graphviz binary needed)."""
     source = invoke(db_file, "run-1", "3", "-f", "dot").stdout
-    done = subprocess.run(
-        ["dot", "-Tsvg"], input=source, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert "<svg" in done.stdout
+    graphs = pydot.graph_from_dot_data(source)
+    assert graphs is not None and len(graphs) == 1
+    graph = graphs[0]
+    # Default attribute statements (`node [...]`) are listed as nodes too; count real ones.
+    assert len([n for n in graph.get_nodes() if re.fullmatch(r"n\d+", n.get_name())]) == 7
+    assert len(graph.get_edges()) == 6
 
 
 def test_depth_limit_in_dot(db_file: Path) -> None:

@@ -33,6 +33,7 @@ class ReportFormat(str, Enum):
 
 class ComputeAxis(str, Enum):
     flops = "flops"
+    paper = "paper"
     tokens = "tokens"
     seconds = "seconds"
 
@@ -102,8 +103,12 @@ def report(
             "(majority, weighted_<agg>, best_of_n_<agg>; agg: last, min, prod, mean)."
         ),
     ] = ",".join(DEFAULT_RULES),
-    x_axis: Annotated[
-        ComputeAxis, typer.Option("--x", help="Compute on the plot's x axis.")
+    compute_axis: Annotated[
+        ComputeAxis,
+        typer.Option(
+            help="x axis of the plot, curves and frontier: flops (policy + reward FLOPs), paper "
+            "(policy generated tokens), tokens (policy + reward tokens) or seconds (search time)."
+        ),
     ] = ComputeAxis.flops,
     ci_seed: Annotated[
         int, typer.Option(help="Seed of the bootstrap intervals.")
@@ -142,7 +147,7 @@ def report(
         subsample_draws=subsample_draws,
         stats=StatsOptions(seed=ci_seed, resamples=ci_resamples),
         rules=parse_rules(rules),
-        x_axis=x_axis.value,
+        x_axis=compute_axis.value,
         scores=scores,
     )
     db = open_existing_db()

@@ -12,6 +12,7 @@ from rebase_cli.cli.search_exec import execute_search
 from rebase_cli.cli.sweep_cmd import run_sweep
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
+from rebase_cli.runner.config import load_config_file
 from rebase_cli.runner.setup import RunRequest
 from rebase_cli.runner.sweep import SweepSpec, parse_list
 
@@ -62,6 +63,45 @@ def search(
     ] = None,
     question_field: Annotated[str | None, Opt(help="JSONL field of the question.")] = None,
     answer_field: Annotated[str | None, Opt(help="JSONL field of the answer.")] = None,
+    profile: Annotated[
+        str | None,
+        Opt(help="default, or reference: the authors' rebase.py exactly. (default: default)"),
+    ] = None,
+    select_method: Annotated[
+        str | None, Opt(help="softmax or softmax_with_truncate. (default: softmax)")
+    ] = None,
+    truncate_ratio: Annotated[
+        float | None, Opt(help="softmax_with_truncate keeps the best ceil(open x ratio).")
+    ] = None,
+    tie_order: Annotated[
+        str | None,
+        Opt(
+            help="Equal scores: earlier-first or later-first. "
+            "(default: earlier-first; reference: later-first)"
+        ),
+    ] = None,
+    child_order: Annotated[
+        str | None,
+        Opt(
+            help="Children made in parent-order or best-first. "
+            "(default: parent-order; reference: best-first)"
+        ),
+    ] = None,
+    share_rounding: Annotated[
+        str | None,
+        Opt(help="sequential-ceil (code) or round (paper). (default: sequential-ceil)"),
+    ] = None,
+    path_token_rule: Annotated[
+        str | None,
+        Opt(help="max-tokens counts the path or the step. (default: path; reference: step)"),
+    ] = None,
+    leaf_rule: Annotated[
+        str | None,
+        Opt(
+            help="Path ends: template (answer, EOS) or answer-phrase. "
+            "(default: template; reference: answer-phrase)"
+        ),
+    ] = None,
     group: Annotated[
         str | None,
         Opt(help="Name of the sweep's run group; alone, finishes that sweep.", show_default=False),
@@ -93,6 +133,14 @@ def search(
         "server_wait": server_wait,
         "max_in_flight": max_in_flight,
         "samples_per_request": samples_per_request,
+        "profile": profile,
+        "select_method": select_method,
+        "truncate_ratio": truncate_ratio,
+        "tie_order": tie_order,
+        "child_order": child_order,
+        "share_rounding": share_rounding,
+        "path_token_rule": path_token_rule,
+        "leaf_rule": leaf_rule,
     }
     overrides = {k: v for k, v in explicit.items() if v is not None}
     endpoints = EndpointRequest(
@@ -141,6 +189,11 @@ def search(
     )
     db = open_db()
     out = err_console if json_output else console
+    if config is not None:
+        notices: list[str] = []
+        load_config_file(config, notices)
+        for notice in notices:
+            err_console.print(f"[yellow]notice[/]: {notice}", highlight=False)
     prepared, outcome, summary = execute_search(db, run_request, endpoints, out)
     totals = summary
     if json_output:

@@ -79,6 +79,28 @@ def grading_style(dataset: str) -> str:
     return GENERIC
 
 
+def answer_key(answer: str, dataset: str) -> str:
+    """The key under which answers vote together in answer selection.
+
+    It follows the grader's own cheap tests, so answers with the same key get the same verdict
+    against any reference (word answers aside, which the grader compares with their inner
+    spaces): for GSM8K (and prose answers elsewhere) the one number the
+    answer states, for MATH the exact value of a plain number ("0.5", "\\frac12", "1/2" are
+    one key), otherwise the normalised text without spaces. Keys of numbers start with "=".
+    """
+    style = grading_style(dataset)
+    form = norm.normalize_latex(answer)
+    prose = style == GENERIC and not re.search(r"[\\^{}_]", answer)
+    if style == GSM8K or prose:
+        numbers = set(norm.numbers_in_text(answer))
+        if len(numbers) == 1:
+            return f"={numbers.pop()}"
+        if style == GSM8K:
+            return norm.comparison_key(form)
+    value = norm.parse_number(form)
+    return f"={value}" if value is not None else norm.comparison_key(form)
+
+
 def grade_answer(
     answer: str | None,
     reference: str,

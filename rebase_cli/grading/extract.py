@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from rebase_cli.grading.normalize import strip_delimiters
+
 # `\boxedfoo` is not a box: the command name must end there.
 _BOX_START = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 # "The answer is: X", "the final answer is X", "Final Answer: The final answer is $X$. ..."
@@ -25,7 +27,6 @@ _ANSWER_PHRASE = re.compile(r"(?i)\b(?:final\s+)?answer\s+is\b\s*:?[ \t]*([^\n]*
 _GSM8K_MARK = re.compile(r"(?m)^[ \t]*####[ \t]*(.+?)[ \t]*$")
 # Signed integers or decimals, with optional thousands separators ("1,234.5", "-.5", "−3").
 _NUMBER = re.compile(r"(?<![\w.])[-−]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?!\d)")
-_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
 def extract_answer(
@@ -133,21 +134,10 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 def clean_answer(raw: str) -> str | None:
     """Strip whitespace, wrapping math delimiters and a trailing period; None when empty."""
-    answer = raw.strip()
-    changed = True
-    while changed and answer:
-        changed = False
+    answer, previous = raw.strip(), None
+    while answer and answer != previous:
+        previous = answer
         if answer.endswith(".") and not answer.endswith("\\."):
             answer = answer[:-1].rstrip()
-            changed = True
-        for opening, closing in _DELIMITERS:
-            if (
-                len(answer) >= len(opening) + len(closing)
-                and answer.startswith(opening)
-                and answer.endswith(closing)
-                and not answer.endswith("\\" + closing)
-            ):
-                answer = answer[len(opening) : len(answer) - len(closing)].strip()
-                changed = True
-                break
+        answer = strip_delimiters(answer)
     return answer or None

@@ -59,7 +59,8 @@ def comparison_key(normalized: str) -> str:
 
 
 def strip_delimiters(text: str) -> str:
-    """`$x$`, `$$x$$`, `\\(x\\)`, `\\[x\\]` → `x` (repeatedly)."""
+    """`$x$`, `$$x$$`, `\\(x\\)`, `\\[x\\]` → `x` (repeatedly); an escaped closing
+    delimiter (`$5\\$`) is text, not a delimiter."""
     changed = True
     while changed:
         changed = False
@@ -68,6 +69,7 @@ def strip_delimiters(text: str) -> str:
                 len(text) >= len(opening) + len(closing)
                 and text.startswith(opening)
                 and text.endswith(closing)
+                and not text.endswith("\\" + closing)
             ):
                 text = text[len(opening) : len(text) - len(closing)].strip()
                 changed = True

@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from rebase_cli.grading import answer_key
 from rebase_cli.reports.loading import RunData
-from rebase_cli.reports.selection import RULES, AnswerTable, normalize_answer, select
+from rebase_cli.reports.selection import RULES, AnswerTable, select
 from rebase_cli.reports.statistics import StatsOptions, bootstrap_intervals
 
 DEFAULT_DRAWS = 10
@@ -36,8 +37,8 @@ def answer_table(
 ) -> AnswerTable:
     """The finished answers of the `counted` problems, renumbered 0..counted.sum()-1.
 
-    Answers are grouped by `normalize_answer`; each answer's correctness is the verdict on
-    its own (answer, reference) pair."""
+    Answers are grouped by the grader's `answer_key`; each answer's correctness is the verdict
+    on its own (answer, reference) pair."""
     answers = data.answers
     renumber = np.cumsum(counted) - 1
     keep = counted[answers.problem] if len(answers) else np.zeros(0, dtype=bool)
@@ -51,7 +52,7 @@ def answer_table(
         raw = answers.answer[i]
         code = normalised.get(raw)
         if code is None:
-            code = codes.setdefault(normalize_answer(raw), len(codes))
+            code = codes.setdefault(answer_key(raw, data.run.dataset), len(codes))
             normalised[raw] = code
         group[out] = code
         correct[out] = verdicts[(raw, references[answers.problem[i]])]

@@ -142,6 +142,7 @@ def _run_report(
     correct = select(table, n_counted)
     compute = compute_summary(data, options.policy_params, options.reward_params)
     per_problem_flops = compute["flops"]["per_problem"]
+    per_problem_paper = compute["paper"]["per_problem"]
 
     rows = [accuracy_row(correct, run.budget, n_counted, stats=options.stats)]
     subsampling = None
@@ -170,6 +171,9 @@ def _run_report(
         )
         row["seconds_per_problem"] = (
             None if per_problem_seconds is None else per_problem_seconds * share
+        )
+        row["paper_compute_per_problem"] = (
+            None if per_problem_paper is None else per_problem_paper * share
         )
 
     counted_positions = np.flatnonzero(counted)
@@ -201,6 +205,7 @@ def _run_report(
             "pairs": grading.pairs,
             "cached": grading.cached,
             "graded": grading.graded,
+            "stored": grading.stored,
         },
     }
     return report, outcomes

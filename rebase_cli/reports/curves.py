@@ -15,11 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-X_AXES = {
-    "flops": ("flops_per_problem", "inference FLOPs per problem (2 × params × tokens)"),
-    "tokens": ("tokens_per_problem", "tokens per problem (policy prompt + completion + reward)"),
-    "seconds": ("seconds_per_problem", "search time per problem (s)"),
-}
+from rebase_cli.reports.compute import COMPUTE_AXES
 
 
 def series_label(run: dict, by_model: bool) -> str:
@@ -32,7 +28,7 @@ def series_label(run: dict, by_model: bool) -> str:
 
 def build_curves(reports: Sequence[dict], x_axis: str, rules: Sequence[str]) -> dict:
     """The `curves` section of the report document (see report_schema.json)."""
-    key, label = X_AXES[x_axis]
+    key, label = COMPUTE_AXES[x_axis]
     by_model = len({r["run"]["policy_model"] for r in reports}) > 1
     points = []
     for report in reports:

@@ -2,7 +2,8 @@
 
 Each distinct pair is graded once per grader version and dataset: cached verdicts are read
 back, the rest go to `rebase_cli.grading.grade_many` in chunks (so a progress bar can move and
-an interrupted first report keeps what it graded), and are stored as they come.
+an interrupted first report keeps what it graded), and are stored as they come. A read-only
+database is still reported on: its new verdicts are then kept in memory only.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from rebase_cli.errors import ReadOnlyStoreError
 from rebase_cli.grading import GRADER_VERSION, grade_many
 from rebase_cli.store.database import Database
 from rebase_cli.store.grades import AnswerReference, get_grades, put_grades
@@ -25,6 +27,8 @@ class GradingSummary:
     pairs: int
     cached: int
     graded: int
+    stored: bool = True
+    """False when the database was read-only and new verdicts were not cached."""
 
 
 def grader_version() -> str:
@@ -43,9 +47,24 @@ def grade_pairs(
     cached = get_grades(db, version, dataset, wanted)
     verdicts = {pair: grade.correct for pair, grade in cached.items()}
     missing = [pair for pair in wanted if pair not in cached]
+    stored = True
     for start in range(0, len(missing), CHUNK):
         chunk = missing[start : start + CHUNK]
         graded = grade_many(chunk, dataset)
+        if stored:
+            stored = _cache(db, version, dataset, chunk, graded)
+        for pair, verdict in zip(chunk, graded, strict=True):
+            verdicts[pair] = bool(verdict.correct)
+        if progress is not None:
+            progress(start + len(chunk), len(missing))
+    return verdicts, GradingSummary(version, len(wanted), len(cached), len(missing), stored)
+
+
+def _cache(
+    db: Database, version: str, dataset: str, chunk: list[AnswerReference], graded: list
+) -> bool:
+    """Store a chunk's verdicts; False when the database cannot be written (nothing stored)."""
+    try:
         put_grades(
             db,
             version,
@@ -55,8 +74,6 @@ def grade_pairs(
                 for (answer, reference), v in zip(chunk, graded, strict=True)
             ),
         )
-        for pair, verdict in zip(chunk, graded, strict=True):
-            verdicts[pair] = bool(verdict.correct)
-        if progress is not None:
-            progress(start + len(chunk), len(missing))
-    return verdicts, GradingSummary(version, len(wanted), len(cached), len(missing))
+    except ReadOnlyStoreError:
+        return False
+    return True

@@ -103,7 +103,8 @@ def _facts(report: dict) -> tuple[tuple[str, str], ...]:
         (
             "grading",
             f"grader {grading['grader_version']}: {grading['pairs']} distinct answers, "
-            f"{grading['cached']} cached, {grading['graded']} graded now",
+            f"{grading['cached']} cached, {grading['graded']} graded now"
+            + ("" if grading.get("stored", True) else " (not cached: the database is read-only)"),
         ),
         ("seed", str(run["seed"])),
     ]
@@ -138,6 +139,12 @@ def _accuracy_table(report: dict) -> TableView:
         for rule in RULES
     ]
     body.append(("FLOPs / problem", *(flops(r["flops_per_problem"]) for r in rows)))
+    body.append(
+        (
+            "policy gen. tokens / problem",
+            *(number(r.get("paper_compute_per_problem")) for r in rows),
+        )
+    )
     done = rows[-1]["problems"]
     note = f"accuracy over {done} done problems [95% bootstrap interval]"
     if any(r["subsampled"] for r in rows):
@@ -163,6 +170,7 @@ def _compute_table(report: dict) -> TableView:
         ("reward FLOPs", flops(f["reward"]["flops"])),
         ("total FLOPs", flops(f["total"])),
         ("FLOPs per problem", flops(f["per_problem"])),
+        ("paper compute per problem", number(c["paper"]["per_problem"])),
     )
     return TableView(
         "Compute",

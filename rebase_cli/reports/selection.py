@@ -8,11 +8,10 @@ Rules (`RULES`, in report order):
 - `best_of_n_<agg>`: the single answer with the largest aggregated path score.
 - `pass_at_n`: whether any finished answer is correct (an upper bound, not a selection).
 
-Answer groups: two answers vote together when `normalize_answer` maps them to the same string
-(whitespace, wrapping `$`/`\\boxed{}`, `\\text{}`, thousands separators and trailing zeros are
-dropped). That is cheap and exact for the numeric answers of GSM8K; for MATH it may split
-answers a symbolic grader would call equal (`\\frac12` vs `0.5`), which only matters when such a
-split changes the winner.
+Answer groups: answers vote together when the grader's `answer_key` gives them one key (the
+number an answer states, or its normalised text), so "18 dollars" and "18.0", or "0.5" and
+"\\frac12", are one group, and the answers of a group share a verdict. Answers only sympy can
+equate ("x+1" and "1+x") still vote apart, which matters only when it changes the winner.
 
 Ties, deterministic: answers are given in tie order, which the report makes (depth, ordinal) of
 the answer's node, i.e. generation order. Among tied groups the winner is the group whose first
@@ -25,10 +24,8 @@ every rule.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
@@ -70,36 +67,6 @@ def parse_rules(text: str) -> tuple[str, ...]:
             f"--rules takes a comma-separated list of: {', '.join(RULES)}",
         )
     return names
-
-
-_SPACING = re.compile(r"\\[!,;: ]|\\(?:left|right)(?![A-Za-z])|\s+")
-_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
-_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
-
-
-def normalize_answer(answer: str) -> str:
-    """The voting key of an extracted answer (see the module docstring)."""
-    text = answer.strip()
-    for opening, closing in (("$$", "$$"), ("$", "$"), ("\\boxed{", "}")):
-        long_enough = len(text) >= len(opening) + len(closing)
-        if long_enough and text.startswith(opening) and text.endswith(closing):
-            text = text[len(opening) : len(text) - len(closing)].strip()
-    text = _TEXT.sub(r"\1", text)
-    text = _SPACING.sub("", text)
-    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("−", "-")
-    text = text.rstrip(".")
-    if _THOUSANDS.match(text):
-        text = text.replace(",", "")
-    if _PLAIN_NUMBER.match(text):
-        try:
-            number = Decimal(text).normalize()
-        except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
-            return text
-        text = format(number, "f")
-        if text == "-0":
-            text = "0"
-    return text
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,9 @@ def strategy_for(config: SearchConfig) -> Strategy:
                 "max_path_tokens": config.max_tokens,
                 "max_depth": config.max_depth,
                 "beam_expansion": config.beam_expansion,
+                "tie_order": config.tie_order,
+                "share_rounding": config.share_rounding,
+                "truncate_ratio": config.truncate_ratio,
             }
         ),
     )

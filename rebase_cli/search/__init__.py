@@ -11,7 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from rebase_cli.errors import ConfigError
-from rebase_cli.search.base import Strategy, StrategyParams
+from rebase_cli.search.base import SHARE_ROUNDINGS, TIE_ORDERS, Strategy, StrategyParams
 from rebase_cli.search.beam import BeamStrategy, allocate_beam
 from rebase_cli.search.frontier import count_finished, is_finished
 from rebase_cli.search.rebase import RebaseStrategy, allocate_rebase
@@ -72,6 +72,15 @@ def _validate(params: StrategyParams) -> None:
         problems.append(f"max_depth must be an integer >= 1 (got {params.max_depth!r})")
     if not integer(params.beam_expansion) or params.beam_expansion < 1:
         problems.append(f"beam_expansion must be an integer >= 1 (got {params.beam_expansion!r})")
+    if params.tie_order not in TIE_ORDERS:
+        problems.append(f"tie_order must be one of {', '.join(TIE_ORDERS)}")
+    if params.share_rounding not in SHARE_ROUNDINGS:
+        problems.append(f"share_rounding must be one of {', '.join(SHARE_ROUNDINGS)}")
+    ratio = params.truncate_ratio
+    if ratio is not None and (
+        isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1
+    ):
+        problems.append(f"truncate_ratio must be a number in (0, 1] (got {ratio!r})")
     if problems:
         raise ConfigError("; ".join(problems), "fix the search configuration")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 
-from rebase_cli.errors import StoreError
+from rebase_cli.errors import ReadOnlyStoreError, StoreError
 
 BUSY_TIMEOUT_MS = 30_000
 IMMEDIATE = "rebase_immediate"
@@ -61,7 +61,7 @@ def describe_sqlite_error(path: Path, exc: BaseException) -> StoreError:
             "pass another file with --db or REBASE_DB",
         )
     if "readonly" in text or "read-only" in text:
-        return StoreError(
+        return ReadOnlyStoreError(
             f"{path} is read-only (SQLite says: {text})",
             "make the file and its folder writable, or pass another file with --db",
         )
