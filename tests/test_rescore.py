@@ -116,5 +116,7 @@ def test_rescore_refuses_another_model_under_the_same_name(simulators, tmp_path:
     refused = rebase(db, "rescore", "1", "--reward", original.url, "--name", "a")
     assert refused.returncode == 1
     assert "holds scores of other-prm" in refused.stderr
+    shown = json.loads(rebase(db, "runs", "show", "1", "--json").stdout)
+    assert shown["score_sets"] == {"a": {"reward_model": "other-prm", "status": "done"}}
     missing = rebase(db, "report", "1", "--scores", "nope")
     assert missing.returncode == 1 and "run-1 has no score set 'nope'" in missing.stderr

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from rebase_cli.cli.common import console, open_existing_db, print_json
 from rebase_cli.store import repository as repo
+from rebase_cli.store.score_sets import list_score_sets
 
 app = typer.Typer(help="List, inspect and delete runs.", invoke_without_command=True)
 
@@ -81,6 +82,7 @@ def show(
         "dataset_sha256": run.dataset_sha256,
         "budget": run.budget,
         "simulated": run.simulated,
+        "group": run.group_name,
         "fingerprint": run.fingerprint,
         "policy": {"url": run.policy_url, "model": run.policy_model},
         "reward": {
@@ -94,6 +96,10 @@ def show(
         "created_at": run.created_at.isoformat(),
         "updated_at": run.updated_at.isoformat(),
         "totals": totals,
+        "score_sets": {
+            s.name: {"reward_model": s.reward_model, "status": s.status}
+            for s in list_score_sets(db, run.id)
+        },
     }
     if json_output:
         print_json(payload)

@@ -101,3 +101,12 @@ def coverage(db: Database, score_set_id: int, run_id: int) -> tuple[int, int]:
             .where(NodeScore.score_set_id == score_set_id)
         ).one()
         return int(scored), int(total)
+
+
+def list_score_sets(db: Database, run_id: int) -> list[ScoreSet]:
+    with db.read() as session:
+        return list(
+            session.exec(
+                select(ScoreSet).where(ScoreSet.run_id == run_id).order_by(col(ScoreSet.id))
+            ).all()
+        )
