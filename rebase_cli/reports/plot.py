@@ -23,6 +23,7 @@ from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, PercentFormatter
 
 from rebase_cli.errors import UsageError
+from rebase_cli.reports.curves import frontier as compute_frontier
 from rebase_cli.reports.labels import SIMULATED_LABEL
 from rebase_cli.reports.selection import ORACLE_RULE, RULE_LABELS
 from rebase_cli.reports.ticks import compact, log_ticks
@@ -107,11 +108,11 @@ def build_figure(document: dict) -> Figure:
     return figure
 
 
-def _panel(axes, rule: str, points: list[dict], series: list[str], style, document) -> None:  # type: ignore[no-untyped-def]
+def _panel(  # type: ignore[no-untyped-def]
+    axes, rule: str, points: list[dict], series: list[str], style, document: dict
+) -> None:
     frontier = document["curves"]["frontier"].get(rule)
-    if frontier is None:  # pass@N and rules not shown: computed here, not listed
-        from rebase_cli.reports.curves import frontier as compute_frontier
-
+    if frontier is None:  # pass@N: drawn like the others, but not listed as a result
         frontier = compute_frontier(points, rule)
     if len(frontier) > 1:
         axes.plot(

@@ -58,8 +58,12 @@ async def rescore_run(
 
 
 async def _rescore_problem(
-    db: Database, problem: ProblemRow, score_set_id: int, reward: HttpReward, outcome
-) -> None:  # type: ignore[no-untyped-def]
+    db: Database,
+    problem: ProblemRow,
+    score_set_id: int,
+    reward: HttpReward,
+    outcome: RescoreOutcome,
+) -> None:
     nodes = await asyncio.to_thread(repo.load_tree, db, problem.id)
     done = await asyncio.to_thread(score_sets.scored_nodes, db, score_set_id, problem.id)
     by_id = {node.id: node for node in nodes}
