@@ -102,6 +102,7 @@ def _register() -> None:
         grade_cmd,
         models_cmd,
         report_cmd,
+        rescore_cmd,
         runs_cmd,
         search_cmd,
         serve_cmd,
@@ -117,6 +118,7 @@ def _register() -> None:
     app.command("report")(report_cmd.report)
     app.command("tree")(report_cmd.tree)
     app.command("export")(report_cmd.export)
+    app.command("rescore")(rescore_cmd.rescore)
 
 
 _register()

@@ -11,6 +11,7 @@ from rich.table import Table
 from rebase_cli.cli.common import console, open_existing_db, print_json
 from rebase_cli.runner import reproducibility
 from rebase_cli.store import repository as repo
+from rebase_cli.store.score_sets import list_score_sets
 
 app = typer.Typer(help="List, inspect and delete runs.", invoke_without_command=True)
 
@@ -34,6 +35,7 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
                     "budget": run.budget,
                     "status": run.status,
                     "simulated": run.simulated,
+                    "group": run.group_name,
                     "problems": counts,
                     "created_at": run.created_at.isoformat(),
                 }
@@ -41,7 +43,9 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
             ]
         )
         return
-    table = Table("run", "name", "method", "dataset", "budget", "status", "progress", "created")
+    table = Table(
+        "run", "name", "group", "method", "dataset", "budget", "status", "progress", "created"
+    )
     for run, counts in rows:
         total = sum(counts.values())
         done = counts.get("done", 0)
@@ -50,6 +54,7 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         table.add_row(
             f"run-{run.id}",
             run.name or "",
+            run.group_name or "",
             run.method + (" [yellow](sim)[/]" if run.simulated else ""),
             run.dataset,
             str(run.budget),
@@ -79,6 +84,7 @@ def show(
         "dataset_sha256": run.dataset_sha256,
         "budget": run.budget,
         "simulated": run.simulated,
+        "group": run.group_name,
         "fingerprint": run.fingerprint,
         "policy": {"url": run.policy_url, "model": run.policy_model},
         "reward": {
@@ -94,6 +100,10 @@ def show(
         "created_at": run.created_at.isoformat(),
         "updated_at": run.updated_at.isoformat(),
         "totals": totals,
+        "score_sets": {
+            s.name: {"reward_model": s.reward_model, "status": s.status}
+            for s in list_score_sets(db, run.id)
+        },
     }
     if json_output:
         print_json(payload)

@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from rebase_cli.cli.common import console, err_console, open_db, print_json
-from rebase_cli.cli.search_progress import ProgressEvents
+from rebase_cli.cli.search_exec import execute_search
+from rebase_cli.cli.sweep_cmd import run_sweep
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
-from rebase_cli.runner import reproducibility
 from rebase_cli.runner.config import load_config_file
 from rebase_cli.runner.setup import RunRequest
-from rebase_cli.store import repository as repo
+from rebase_cli.runner.sweep import SweepSpec, parse_list
 
 Opt = typer.Option
 
 
 def search(
     dataset: Annotated[str | None, Opt(help="gsm8k, math500, or a JSONL file.")] = None,
-    budget: Annotated[int | None, Opt(help="Width N: paths per problem.")] = None,
+    budget: Annotated[
+        str | None, Opt(help="Width N: paths per problem; a list (4,8,16) runs a sweep.")
+    ] = None,
     method: Annotated[
-        str | None, Opt(help="rebase, sample, beam, dvts or particle (default rebase).")
+        str | None,
+        Opt(
+            help="rebase, sample, beam, dvts or particle (default rebase); a list (rebase,sample) runs a sweep."
+        ),
     ] = None,
     config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
     template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
@@ -121,17 +125,21 @@ def search(
             "(default: template; reference: answer-phrase)"
         ),
     ] = None,
+    group: Annotated[
+        str | None,
+        Opt(help="Name of the sweep's run group; alone, finishes that sweep.", show_default=False),
+    ] = None,
     json_output: Annotated[bool, Opt("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite."""
     # Imported here: the clients pull in openai, which other commands need not pay for.
-    from rebase_cli.runner.service import EndpointRequest, run_search
+    from rebase_cli.runner.service import EndpointRequest
 
     if resume and run is not None:
         raise UsageError("--resume and --run cannot be combined", "use one of them")
+    budgets = parse_list(budget, "--budget", int) if budget is not None else [None]
+    methods = parse_list(method, "--method") if method is not None else [None]
     explicit: dict[str, Any] = {
-        "budget": budget,
-        "method": method,
         "template": template,
         "reward_protocol": reward_protocol,
         "limit": limit,
@@ -159,17 +167,7 @@ def search(
         "path_token_rule": path_token_rule,
         "leaf_rule": leaf_rule,
     }
-    run_request = RunRequest(
-        dataset=dataset,
-        overrides={k: v for k, v in explicit.items() if v is not None},
-        config_file=config,
-        fields=FieldMap(question=question_field, answer=answer_field)
-        if question_field or answer_field
-        else None,
-        resume=resume,
-        run_ref=run,
-        name=name,
-    )
+    overrides = {k: v for k, v in explicit.items() if v is not None}
     endpoints = EndpointRequest(
         policy=policy,
         reward=reward,
@@ -179,6 +177,42 @@ def search(
         reward_model=reward_model,
         policy_server=_server_kind(policy_server),
     )
+    if group is not None or len(budgets) > 1 or len(methods) > 1:
+        if run is not None or name is not None:
+            raise UsageError(
+                "--run and --name name one run, not a sweep", "drop them; --group names a sweep"
+            )
+        spec = None
+        if dataset is not None or budget is not None or method is not None or overrides or config:
+            spec = SweepSpec(
+                dataset=dataset or "",
+                methods=methods,
+                budgets=budgets,
+                overrides=overrides,
+                config_file=str(config) if config else None,
+                question_field=question_field,
+                answer_field=answer_field,
+                policy=policy,
+                reward=reward,
+                policy_model=policy_model,
+                reward_model=reward_model,
+            )
+        run_sweep(spec, group, resume, endpoints, json_output)
+        return
+    run_request = RunRequest(
+        dataset=dataset,
+        overrides={
+            **overrides,
+            **{k: v for k, v in (("budget", budgets[0]), ("method", methods[0])) if v is not None},
+        },
+        config_file=config,
+        fields=FieldMap(question=question_field, answer=answer_field)
+        if question_field or answer_field
+        else None,
+        resume=resume,
+        run_ref=run,
+        name=name,
+    )
     db = open_db()
     out = err_console if json_output else console
     if config is not None:
@@ -186,42 +220,10 @@ def search(
         load_config_file(config, notices)
         for notice in notices:
             err_console.print(f"[yellow]notice[/]: {notice}", highlight=False)
-    holder: dict[str, ProgressEvents] = {}
-
-    def on_prepared(prepared, endpoint_info) -> None:  # type: ignore[no-untyped-def]
-        out.print(f"[bold]{prepared.note}[/]: {prepared.run.method} on {prepared.run.dataset}, "
-                  f"budget {prepared.run.budget}, db {db.path}")  # fmt: skip
-        if endpoint_info.simulated:
-            out.print(
-                "[bold yellow]SIMULATED[/]: the policy/reward are the built-in simulator; "
-                "accuracy numbers are synthetic."
-            )
-
-    def events(prepared):  # type: ignore[no-untyped-def]
-        holder["events"] = ProgressEvents(out, f"run-{prepared.run.id}").__enter__()
-        return holder["events"]
-
-    try:
-        prepared, outcome = asyncio.run(run_search(db, run_request, endpoints, events, on_prepared))
-    finally:
-        if "events" in holder:
-            holder["events"].__exit__(None, None, None)
-    totals = repo.run_totals(db, prepared.run.id)
-    facts = reproducibility.read(repo.resolve_run(db, f"run-{prepared.run.id}").capabilities_json)
-    summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
-               "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict()}  # fmt: skip
+    prepared, outcome, summary = execute_search(db, run_request, endpoints, out)
+    totals = summary
     if json_output:
         print_json(summary)
-    else:
-        out.print(
-            f"run-{prepared.run.id}: {totals['done']}/{totals['problems']} problems done, "
-            f"{totals['failed']} failed, {totals['nodes']:,} nodes, "
-            f"{totals['policy_prompt_tokens'] + totals['policy_completion_tokens']:,} policy "
-            f"tokens, {totals['reward_tokens']:,} reward tokens in {outcome.wall_seconds:.1f}s"
-        )
-        out.print(f"reproducible: {facts.line}", highlight=False)
-        for index, error in outcome.failures[:10]:
-            out.print(f"  [red]problem {index} failed[/]: {error}")
     if outcome.interrupted:
         err_console.print(
             f"interrupted; resume with: rebase search --run run-{prepared.run.id}", highlight=False

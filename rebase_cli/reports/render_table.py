@@ -11,10 +11,10 @@ from rich.text import Text
 from rebase_cli.reports.sections import RunView, TableView, run_views
 
 
-def renderables(document: dict) -> list[RenderableType]:
-    """Everything to print, run after run."""
+def renderables(document: dict, details: bool = True) -> list[RenderableType]:
+    """Everything to print: the comparison of several runs, then (with `details`) each run."""
     out: list[RenderableType] = []
-    for view in run_views(document):
+    for view in run_views(document, details):
         out.append(_run(view))
     return out
 
@@ -48,7 +48,13 @@ def _run(view: RunView) -> RenderableType:
 def _table(view: TableView) -> Table:
     table = Table(title=view.title, title_justify="left", title_style="bold")
     for i, column in enumerate(view.columns):
-        table.add_column(column, justify="left" if i < view.left else "right", overflow="fold")
+        table.add_column(
+            column,
+            justify="left" if i < view.left else "right",
+            overflow="fold",
+            no_wrap=i == 0,
+        )
     for row in view.rows:
-        table.add_row(*row)
+        # An interval goes under its accuracy: four rule columns then fit in 80 columns.
+        table.add_row(*(cell.replace("% [", "%\n[") for cell in row))
     return table

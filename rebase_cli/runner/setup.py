@@ -20,6 +20,7 @@ from rebase_cli.runner.config import (
 )
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
+from rebase_cli.store.groups import find_group_run
 from rebase_cli.store.models import Run
 
 
@@ -48,6 +49,7 @@ class RunRequest:
     resume: bool = False
     run_ref: str | None = None
     name: str | None = None
+    group: str | None = None  # a sweep's group: its run with this config is continued
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,15 @@ def _new_or_matching(
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
     config = build_config({**file_values, **request.overrides})
     digest = fingerprint(config, dataset.sha256, load_template(config.template).digest())
+    if request.group is not None:
+        member = find_group_run(db, request.group, digest)
+        if member is not None:
+            note = (
+                f"run-{member.id} of group {request.group} is already done"
+                if member.status == "done"
+                else f"resuming run-{member.id} of group {request.group} ({member.status})"
+            )
+            return PreparedRun(member, config, dataset, True, note)
     if request.resume:
         match = repo.find_resumable(db, digest)
         if match is not None:
@@ -142,6 +153,7 @@ def _new_or_matching(
             reward_protocol=config.reward_protocol,
             simulated=endpoints.simulated,
             seed=config.seed,
+            group_name=request.group,
         ),
     )
     note = f"started run-{run.id}"
