@@ -27,7 +27,8 @@ def search(
     method: Annotated[
         str | None,
         Opt(
-            help="rebase, sample, beam, dvts or particle (default rebase); a list (rebase,sample) runs a sweep."
+            help="rebase, sample, beam, dvts or particle (default rebase); "
+            "a list (rebase,sample) runs a sweep."
         ),
     ] = None,
     config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
