@@ -165,7 +165,8 @@ def closed_port_url() -> str:
 )
 def test_unknown_run_or_problem(db: Path, args: list[str], fragment: str) -> None:
     line = assert_cli_error(invoke(db, *args), fragment)
-    assert "rebase runs" in line or "0-based" in line  # the hint says where to look
+    # The hint says where to look, as a command that works on this database.
+    assert f"rebase --db {db} runs" in line or "0-based" in line
 
 
 # -------------------------------------------------------------------------------- datasets
@@ -391,7 +392,7 @@ def test_unreachable_reward_server(db: Path, policy_only_server: SpawnedSimulato
         db, "search", "--dataset", "gsm8k", "--budget", "4", "--limit", "2",
         "--policy", policy_only_server.url, "--reward", url, "--server-wait", "0",
     )  # fmt: skip
-    assert_cli_error(result, f"reward server {url} unreachable", "rebase serve")
+    assert_cli_error(result, f"reward server {url} unreachable", f"rebase --db {db} serve")
 
 
 def test_reward_url_of_a_server_that_does_not_score(
@@ -508,7 +509,8 @@ def run_child(prefix: list[str], db: Path, *args: str) -> subprocess.CompletedPr
     "args",
     [
         ["search", "--dataset", "gsm8k", "--budget", "4", "--limit", "1", *SIM],
-        ["search", "--run", "run-1", *SIM],
+        # run-1 is done: only a larger --limit gives a resume something to write.
+        ["search", "--run", "run-1", "--limit", "3", *SIM],
         ["runs", "delete", "run-1", "--yes"],
     ],
     ids=["new run", "resume", "delete"],

@@ -12,15 +12,49 @@ from typer.core import TyperGroup
 
 from rebase_cli import __version__
 from rebase_cli.cli import common
-from rebase_cli.errors import RebaseError
+from rebase_cli.errors import RebaseError, UsageError
 
 
 def print_error(message: str) -> None:
     """One `error:` line on stderr."""
     # escape: messages hold literal brackets (`pip install 'rebase-cli[sglang]'`);
     # soft_wrap: the message stays one line for scripts and logs.
-    text = " ".join(message.split())
+    text = common.with_db(" ".join(message.split()))
     common.err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+GLOBAL_VALUE_OPTIONS = ("--db",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move `--db X` / `--db=X` given after a subcommand (`rebase search ... --db x`) to the
+    front, where the root command parses it; arguments after `--` are left alone.
+
+    Two different values are a usage error rather than a silent choice."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    values: set[str] = set()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name, eq, value = arg.partition("=")
+        if name in GLOBAL_VALUE_OPTIONS and (eq or i + 1 < len(args)):
+            if not eq:
+                value = args[i + 1]
+                i += 1
+            hoisted += [name, value]
+            values.add(value)
+        else:
+            rest.append(arg)
+        i += 1
+    if len(values) > 1:
+        raise UsageError(
+            f"--db given twice with different files ({', '.join(sorted(values))})", "give it once"
+        )
+    return hoisted + rest
 
 
 class ErrorBoundaryGroup(TyperGroup):
@@ -35,11 +69,18 @@ class ErrorBoundaryGroup(TyperGroup):
             print_error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+    def main(
+        self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any
+    ) -> Any:
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            args = hoist_global_options(list(sys.argv[1:] if args is None else args))
+        except UsageError as exc:
+            print_error(exc.one_line())
+            sys.exit(exc.exit_code)
+        if not standalone_mode:
+            return super().main(args, *rest, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(args, *rest, standalone_mode=False, **kwargs)
         except Exception as exc:
             # The parser's errors (typer bundles its own Click, so they are recognised by
             # shape): a bare `rebase` or `rebase serve` shows its help, which is not an error.

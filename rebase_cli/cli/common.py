@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from rebase_cli.errors import NotFoundError
-from rebase_cli.paths import default_db_path
+from rebase_cli.paths import DEFAULT_DB_NAME, default_db_path
 from rebase_cli.store.database import Database
 
 console = Console()
@@ -27,6 +29,22 @@ state = _State()
 def db_path() -> Path:
     """The database chosen by --db, else $REBASE_DB, else ./rebase.db."""
     return state.db_path if state.db_path is not None else default_db_path()
+
+
+# A command the tool prints for the user to run next: `rebase` followed by a subcommand.
+_PRINTED_COMMAND = re.compile(
+    r"(?<![\w./-])rebase (?=(?:search|report|runs|db|datasets|serve|models|grade|tree|export)\b)"
+)
+
+
+def with_db(text: str) -> str:
+    """`text` with `--db PATH` after every printed `rebase SUBCOMMAND` when the database is not
+    the default ./rebase.db, so that each next command works exactly as printed (in another
+    shell too, where $REBASE_DB may be unset)."""
+    path = db_path()
+    if path.resolve() == (Path.cwd() / DEFAULT_DB_NAME).resolve():
+        return text
+    return _PRINTED_COMMAND.sub(f"rebase --db {shlex.quote(str(path))} ", text)
 
 
 def open_db() -> Database:

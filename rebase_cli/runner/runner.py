@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from rebase_cli.domain import ProblemStatus, RunStatus
 from rebase_cli.errors import ConfigError, EndpointError, RebaseError, RunLockedError
 from rebase_cli.runner.context import SearchContext
+from rebase_cli.runner.holder import holder_is_gone, lease_owner
 from rebase_cli.runner.problem_search import ProblemSearch
 from rebase_cli.store import repository as repo
 from rebase_cli.store.models import ProblemRow
@@ -51,11 +50,6 @@ def lease_ttl() -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def lease_owner() -> str:
-    """An id for this process: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 @dataclass
 class RunOutcome:
     """What a search session did; `interrupted` is set when it was cancelled."""
@@ -81,7 +75,7 @@ async def execute_run(ctx: SearchContext) -> RunOutcome:
     process left `running` and continue them from their last committed level."""
     owner = lease_owner()
     ttl = lease_ttl()
-    await asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, ttl)
+    await asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, ttl, holder_is_gone)
     # Every write of the search checks the lease in its own transaction: a process that lost
     # the run while stalled can never commit a level over the new holder's.
     fenced = replace(ctx, db=repo.FencedDatabase(ctx.db, ctx.run_id, owner))
