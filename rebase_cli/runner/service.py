@@ -26,6 +26,7 @@ from rebase_cli.runner.setup import (
     prepare_run,
     run_to_continue,
 )
+from rebase_cli.runner.signals import finish_despite_cancel
 from rebase_cli.search import get_strategy, make_params
 from rebase_cli.search.base import Strategy
 from rebase_cli.serving.registry import healthy_server
@@ -226,7 +227,13 @@ async def run_search(
         reward,
         endpoints,
     ):
-        prepared = await asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset)
+        # Preparing writes (a new run, its problems) in a thread that runs on when cancelled;
+        # a signal that lands meanwhile closes the run as interrupted rather than leaving it.
+        preparing = asyncio.ensure_future(
+            asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset)
+        )
+        cancelled = await finish_despite_cancel(preparing)
+        prepared = preparing.result()
         on_prepared(prepared, endpoints)
         ctx = SearchContext(
             db=db,
@@ -241,7 +248,7 @@ async def run_search(
         )
         held = True
         try:
-            outcome = await execute_run(ctx)
+            outcome = await execute_run(ctx, interrupted=cancelled)
         except RunLockedError:
             held = False  # the run belongs to another process: nothing more is written
             raise

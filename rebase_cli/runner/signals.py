@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -60,3 +60,19 @@ def cancel_on_signals() -> Iterator[Received]:
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+
+
+async def finish_despite_cancel(awaitable: Awaitable[object]) -> bool:
+    """Await `awaitable` to its end even if the current task is cancelled meanwhile; True when
+    it was. For a step that writes in a worker thread (which runs on regardless): its caller
+    must know whether it happened, to close what it opened."""
+    future = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(future)
+            return cancelled
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise
+            cancelled = True
