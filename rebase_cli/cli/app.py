@@ -57,6 +57,58 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return hoisted + rest
 
 
+def conventional_metavars(command: Any) -> None:
+    """Help in the usual CLI form, for `command` and every subcommand: flags (and --help) show
+    no type where typer shows `<bool>`; values show an upper-case word (`INTEGER`, `PATH`,
+    `TEXT`) instead of typer's Python-like `<int>`, `<list[str]>` or `<int range>`; arguments
+    show their name only. Typer has no setting for this, so each parameter's
+    `display_type_rich` (used only for the help's type column) is replaced."""
+    for param in command.params:
+        _plain_type(param)
+    original = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = original(ctx)
+        if option is not None:
+            _plain_type(option)
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        conventional_metavars(sub)
+
+
+def _plain_type(param: Any) -> None:
+    if getattr(param, "param_type_name", "") == "argument":
+        if param.metavar is None:  # usage and errors name it in capitals, as click does
+            param.metavar = str(param.name).upper()
+        word = None
+    else:
+        word = _type_word(param)
+    param.display_type_rich = lambda ctx: word
+
+
+def _type_word(param: Any) -> str | None:
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return None
+    if param.metavar is not None:
+        return str(param.metavar)
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:
+        return None
+    if desc.is_choice:
+        word = "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+    elif desc.is_path:
+        word = "PATH"
+    else:
+        bare = param.bare_type().removeprefix("list[").removesuffix("]")
+        word = _TYPE_WORDS.get(bare, bare.upper())
+    return word + ("..." if desc.is_list else "")
+
+
+_TYPE_WORDS = {"int": "INTEGER", "float": "FLOAT", "str": "TEXT"}
+
+
 class ErrorBoundaryGroup(TyperGroup):
     """Turns a known `RebaseError` into one line on stderr and its exit code (1, or 2 for
     usage errors), and does the same for the parser's own usage errors (a bad option value,
@@ -72,6 +124,9 @@ class ErrorBoundaryGroup(TyperGroup):
     def main(
         self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any
     ) -> Any:
+        if not getattr(self, "_conventional", False):
+            conventional_metavars(self)
+            self._conventional = True
         try:
             args = hoist_global_options(list(sys.argv[1:] if args is None else args))
         except UsageError as exc:

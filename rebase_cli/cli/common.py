@@ -61,6 +61,12 @@ def open_existing_db() -> Database:
             f"no database at {path}",
             "pass the right --db or REBASE_DB, or start with `rebase search`",
         )
+    if path.is_file() and path.stat().st_size == 0:
+        # Opening would write a whole schema into it: not what a command that reads does.
+        raise NotFoundError(
+            f"{path} is an empty file, not a rebase database",
+            "pass the right --db or REBASE_DB, or start with `rebase search`",
+        )
     return Database.open(path)
 
 

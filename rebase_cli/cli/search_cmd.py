@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from rebase_cli.cli.common import console, err_console, open_db, print_json, with_db
 from rebase_cli.cli.search_progress import ProgressEvents
@@ -26,12 +27,12 @@ OUTPUT = "Run and output"
 
 def Opt(*names: str, panel: str, help: str, default: str | None = None, **kw: Any) -> Any:
     """An option in a help panel. `default` names the key of SearchConfig whose default is
-    shown: the flag itself defaults to None so that the config file's value can win."""
-    shown: Any = False
+    shown (the flag itself defaults to None, so that a config file's value can win); a
+    `[...]` note in `help` is shown literally, not read as rich markup."""
     if default is not None:
         value = SearchConfig.model_fields[default].default
-        shown = "all" if value is None else str(value)
-    return typer.Option(*names, help=help, rich_help_panel=panel, show_default=shown, **kw)
+        help = f"{help} [default: {'all' if value is None else value}]"
+    return typer.Option(*names, help=escape(help), rich_help_panel=panel, show_default=False, **kw)
 
 
 def search(
@@ -53,10 +54,20 @@ def search(
         Path | None, Opt(panel=WHAT, help="YAML config (reference-code keys work).")
     ] = None,
     question_field: Annotated[
-        str | None, Opt(panel=WHAT, help="JSONL field of the question. [default: question]")
+        str | None,
+        Opt(
+            panel=WHAT,
+            help="JSONL field of the question. "
+            "[default: the first of question, problem, prompt, input]",
+        ),
     ] = None,
     answer_field: Annotated[
-        str | None, Opt(panel=WHAT, help="JSONL field of the answer. [default: answer]")
+        str | None,
+        Opt(
+            panel=WHAT,
+            help="JSONL field of the answer. "
+            "[default: the first of answer, final_answer, target, output]",
+        ),
     ] = None,
     template: Annotated[
         str | None, Opt(panel=PARAMS, help="Prompt template name or YAML path.", default="template")

@@ -245,7 +245,7 @@ def stop_cmd(
 def logs_cmd(
     role: Annotated[RoleName, typer.Argument(help="policy or reward.")],
     follow_log: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines while it runs.")
+        bool, typer.Option("--follow", help="Keep printing new lines while it runs.")
     ] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines.")] = 50,
 ) -> None:
