@@ -160,10 +160,11 @@ def test_a_live_holder_refuses_resume_and_delete_and_nothing_is_written(tmp_path
         resume = CliRunner().invoke(app, ["--db", str(db), "search", "--run", "run-1", *SIM])
         assert resume.exit_code == 1, resume.output
         assert "being searched by another process" in resume.stderr
-        assert f"pid {child.process.pid}" in resume.stderr
+        assert f":{child.process.pid}:" in resume.stderr  # the holder's id names its pid
         delete = CliRunner().invoke(app, ["--db", str(db), "runs", "delete", "run-1", "--yes"])
         assert delete.exit_code == 1, delete.output
-        assert "cannot delete run-1" in delete.stderr and "Ctrl-C" in delete.stderr
+        assert "cannot delete: run-1 is being searched" in delete.stderr
+        assert "Ctrl-C" in delete.stderr
         assert snapshot(db) == before
         child.process.send_signal(signal.SIGCONT)
         child.process.send_signal(signal.SIGTERM)

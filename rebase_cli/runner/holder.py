@@ -14,7 +14,6 @@ import socket
 import uuid
 from datetime import datetime, timezone
 
-from rebase_cli.errors import RunLockedError
 from rebase_cli.serving.process import is_same_process, start_time
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
@@ -44,24 +43,11 @@ def holder_is_gone(owner: str) -> bool:
     return not is_same_process(pid_number, started_at)
 
 
-def describe(owner: str) -> str:
-    """`pid 123 on host` for messages (the raw id when it has another shape)."""
-    parts = owner.rsplit(":", 3)
-    if len(parts) == 4:
-        return f"pid {parts[1]} on {parts[0]}"
-    return owner
-
-
 def refuse_if_searched(db: Database, run_id: int, doing: str) -> None:
     """RunLockedError when a live process holds the run's lease; writes nothing.
 
-    `doing` completes the message: `cannot {doing} run-N while ...`."""
+    `doing` names what is refused (`resume`, `delete`)."""
     lease = repo.live_lease(db, run_id)
     if lease is None or holder_is_gone(lease.owner):
         return
-    raise RunLockedError(
-        f"cannot {doing} run-{run_id}: it is being searched by another process "
-        f"({describe(lease.owner)})",
-        "stop that search first (Ctrl-C or `kill PID` where it runs), or if it was killed "
-        f"on another host wait {lease.seconds_left}s for its lease to expire",
-    )
+    raise repo.lease_held_error(run_id, lease, None if doing == "resume" else doing)

@@ -151,6 +151,17 @@ class Lease:
     seconds_left: int
 
 
+def lease_held_error(run_id: int, lease: Lease, doing: str | None = None) -> RunLockedError:
+    """The refusal when another process holds the run's lease; `doing` (e.g. "delete") names
+    what was refused."""
+    prefix = f"cannot {doing}: " if doing else ""
+    return RunLockedError(
+        f"{prefix}run-{run_id} is being searched by another process ({lease.owner})",
+        "wait for it to finish or stop it (Ctrl-C, or `kill PID` where it runs); if it was "
+        f"killed on another host, retry in {lease.seconds_left}s when its lease expires",
+    )
+
+
 def live_lease(db: Database, run_id: int) -> Lease | None:
     """The run's lease if one is held and has not expired (None for a missing run)."""
     now = utcnow()
@@ -185,11 +196,7 @@ def acquire_lease(
         )
         if held and not holder_is_gone(run.lease_owner or ""):
             left = int((run.lease_expires_at - now).total_seconds()) + 1
-            raise RunLockedError(
-                f"run-{run_id} is being searched by another process ({run.lease_owner})",
-                f"wait for it to finish, or if it was killed on another host retry in {left}s "
-                "when its lease expires",
-            )
+            raise lease_held_error(run_id, Lease(run.lease_owner or "", left))
         run.lease_owner = owner
         run.lease_expires_at = now + ttl
         run.status = RunStatus.RUNNING.value
