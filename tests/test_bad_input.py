@@ -689,6 +689,14 @@ def test_dataset_with_a_line_too_long(db: Path, tmp_path: Path) -> None:
     assert_cli_error(result, "huge.jsonl:1: line longer than 16 MiB")
 
 
+@pytest.mark.parametrize(
+    "args", [["runs"], ["search", "--dataset", "gsm8k", "--budget", "2", *SIM]]
+)
+def test_database_that_is_a_device(args: list[str]) -> None:
+    result = CliRunner().invoke(app, ["--db", "/dev/null", *args])
+    assert_cli_error(result, "/dev/null is not a regular file")
+
+
 def test_empty_database_file_is_not_written_by_a_command_that_reads(tmp_path: Path) -> None:
     path = tmp_path / "zero.db"
     path.touch()
