@@ -171,8 +171,7 @@ def search(
 ) -> None:
     """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite.
 
-    Ctrl-C, SIGTERM and SIGHUP stop it cleanly: committed levels stay and the printed
-    command resumes it."""
+    Ctrl-C, SIGTERM and SIGHUP stop it cleanly; the command it prints resumes it."""
     if resume and run is not None:
         raise UsageError("--resume and --run cannot be combined", "use one of them")
     explicit: dict[str, Any] = {
