@@ -102,6 +102,9 @@ def show(
     if json_output:
         print_json(payload)
         return
+    # Times to the second, in UTC (the JSON keeps the full ISO value).
+    payload["created_at"] = run.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    payload["updated_at"] = run.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     table = Table(show_header=False, box=None)
     for key, value in payload.items():
         table.add_row(key, _shown(key, value))
