@@ -140,6 +140,8 @@ def report(
     chosen = chosen or ReportFormat.table
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {plot}: unknown image type", "name the file .png or .svg")
+    check_output(output)
+    check_output(plot, "--plot")
     options = ReportOptions(
         policy_params=parse_params(policy_params) if policy_params else None,
         reward_params=parse_params(reward_params) if reward_params else None,
@@ -198,7 +200,7 @@ def tree(
     run: Annotated[str, typer.Argument(help="run-42, 42, a run name, or latest.")],
     problem: Annotated[int, typer.Argument(help="The problem's 0-based dataset index.", min=0)],
     depth: Annotated[
-        int | None, typer.Option("--depth", "-d", min=0, help="Show nodes down to depth D.")
+        int | None, typer.Option("--depth", min=0, help="Show nodes down to depth D.")
     ] = None,
     fmt: Annotated[TreeFormat, typer.Option("--format", "-f", help="rich or dot.")] = (
         TreeFormat.rich
@@ -235,6 +237,7 @@ def export(
     """Export a run's finished answers with their step scores and verdicts."""
     from rebase_cli.reports.export import export_run
 
+    check_output(output)
     db = open_existing_db()
     try:
         resolved = repository.resolve_run(db, run)
@@ -295,15 +298,34 @@ def _grading_progress() -> Iterator[ProgressCallback]:
             bar.stop()
 
 
+def check_output(path: Path | None, option: str = "--output") -> None:
+    """Refuse an output path that cannot be created, before any work (grading caches its
+    verdicts in the database) is done for it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder", f"name a file for {option}")
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"cannot write {path}: folder {path.parent} does not exist",
+            f"create it or choose another {option}",
+        )
+
+
 @contextmanager
 def _open_output(path: Path) -> Iterator:
+    """`path` open for writing; any OS error while opening, writing or closing it (a full
+    disk, /dev/full) is one UsageError, and a partly written regular file is removed."""
     try:
-        handle = path.open("w", encoding="utf-8")
+        with path.open("w", encoding="utf-8") as handle:
+            yield handle
     except OSError as exc:
-        message = f"cannot write {path}: {exc.strerror}"
-        raise UsageError(message, "choose another --output") from None
-    with handle:
-        yield handle
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise UsageError(
+            f"cannot write {path}: {reason}", "free space or choose another --output"
+        ) from None
 
 
 def _write(text: str, output: Path | None) -> None:

@@ -6,136 +6,267 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from rebase_cli.cli.common import console, err_console, open_db, print_json
+from rebase_cli.cli.common import console, err_console, open_db, print_json, with_db
 from rebase_cli.cli.search_exec import execute_search
 from rebase_cli.cli.sweep_cmd import run_sweep
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
-from rebase_cli.runner.config import load_config_file
-from rebase_cli.runner.setup import RunRequest
+from rebase_cli.runner.config import SearchConfig, load_config_file
+from rebase_cli.runner.setup import RunAlreadyDone, RunRequest
 from rebase_cli.runner.sweep import SweepSpec, parse_list
 
-Opt = typer.Option
+# Help panels; options added later slot into one of these.
+WHAT = "What to search"
+PARAMS = "Search parameters"
+ENDPOINTS = "Endpoints"
+PAPER = "Paper and authors' code switches"
+OPERATION = "Concurrency and timeouts"
+OUTPUT = "Run and output"
+
+
+def Opt(*names: str, panel: str, help: str, default: str | None = None, **kw: Any) -> Any:
+    """An option in a help panel. `default` names the key of SearchConfig whose default is
+    shown (the flag itself defaults to None, so that a config file's value can win); a
+    `[...]` note in `help` is shown literally, not read as rich markup."""
+    if default is not None:
+        value = SearchConfig.model_fields[default].default
+        help = f"{help} [default: {'all' if value is None else value}]"
+    return typer.Option(*names, help=escape(help), rich_help_panel=panel, show_default=False, **kw)
 
 
 def search(
-    dataset: Annotated[str | None, Opt(help="gsm8k, math500, or a JSONL file.")] = None,
+    dataset: Annotated[
+        str | None,
+        Opt(panel=WHAT, help="gsm8k, math500, or a JSONL file. [required unless --run]"),
+    ] = None,
     budget: Annotated[
-        str | None, Opt(help="Width N: paths per problem; a list (4,8,16) runs a sweep.")
+        str | None,
+        Opt(
+            panel=WHAT,
+            help="Width N: paths per problem; a list (4,8,16) runs a sweep. "
+            "[required unless in --config/--run]",
+        ),
     ] = None,
     method: Annotated[
         str | None,
         Opt(
-            help="rebase, sample, beam, dvts or particle (default rebase); "
-            "a list (rebase,sample) runs a sweep."
+            panel=WHAT,
+            help="rebase, sample, beam, dvts or particle; a list (rebase,sample) runs a sweep.",
+            default="method",
         ),
     ] = None,
-    config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
-    template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
-    policy: Annotated[
-        str | None, Opt(help="Policy URL, `sim`, or `sim:FLAVOUR` (sglang, vllm, ...).")
+    limit: Annotated[
+        int | None, Opt(panel=WHAT, help="Only the first K problems.", default="limit")
     ] = None,
-    reward: Annotated[str | None, Opt(help="Reward URL, or `sim`.")] = None,
-    policy_server: Annotated[
+    config: Annotated[
+        Path | None, Opt(panel=WHAT, help="YAML config (reference-code keys work).")
+    ] = None,
+    question_field: Annotated[
         str | None,
         Opt(
-            help="Policy server kind: sglang, sglang-deterministic, vllm or openai "
-            "[default: asked from the server]",
-            show_default=False,
+            panel=WHAT,
+            help="JSONL field of the question. "
+            "[default: the first of question, problem, prompt, input]",
         ),
     ] = None,
-    reward_protocol: Annotated[str | None, Opt(help="score, classify or pooling.")] = None,
-    limit: Annotated[int | None, Opt(help="Only the first K problems.")] = None,
-    concurrency: Annotated[int | None, Opt(help="Problems searched at once.")] = None,
-    seed: Annotated[int | None, Opt(help="Run seed (child seeds derive from it).")] = None,
-    name: Annotated[str | None, Opt(help="A name for the new run.")] = None,
-    resume: Annotated[
-        bool, Opt("--resume", help="Continue the latest unfinished run with this config.")
-    ] = False,
-    run: Annotated[str | None, Opt("--run", help="Resume this run (run-42, 42, a name).")] = None,
-    balance_temperature: Annotated[float | None, Opt(help="REBASE softmax temperature.")] = None,
-    temperature: Annotated[float | None, Opt(help="Policy sampling temperature.")] = None,
-    top_p: Annotated[float | None, Opt(help="Policy nucleus sampling.")] = None,
-    max_step_tokens: Annotated[int | None, Opt(help="Max tokens per step.")] = None,
-    max_tokens: Annotated[int | None, Opt(help="Max tokens per path.")] = None,
-    max_depth: Annotated[int | None, Opt(help="Max steps per path.")] = None,
-    beam_expansion: Annotated[int | None, Opt(help="Beam and DVTS expansion M.")] = None,
+    answer_field: Annotated[
+        str | None,
+        Opt(
+            panel=WHAT,
+            help="JSONL field of the answer. "
+            "[default: the first of answer, final_answer, target, output]",
+        ),
+    ] = None,
+    template: Annotated[
+        str | None, Opt(panel=PARAMS, help="Prompt template name or YAML path.", default="template")
+    ] = None,
+    balance_temperature: Annotated[
+        float | None,
+        Opt(panel=PARAMS, help="REBASE softmax temperature.", default="balance_temperature"),
+    ] = None,
+    temperature: Annotated[
+        float | None, Opt(panel=PARAMS, help="Policy sampling temperature.", default="temperature")
+    ] = None,
+    top_p: Annotated[
+        float | None, Opt(panel=PARAMS, help="Policy nucleus sampling.", default="top_p")
+    ] = None,
+    max_step_tokens: Annotated[
+        int | None, Opt(panel=PARAMS, help="Max tokens per step.", default="max_step_tokens")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, Opt(panel=PARAMS, help="Max tokens per path.", default="max_tokens")
+    ] = None,
+    max_depth: Annotated[
+        int | None, Opt(panel=PARAMS, help="Max steps per path.", default="max_depth")
+    ] = None,
+    beam_expansion: Annotated[
+        int | None,
+        Opt(panel=PARAMS, help="Beam and DVTS expansion M.", default="beam_expansion"),
+    ] = None,
     particle_temperature: Annotated[
-        float | None, Opt(help="Particle filtering resampling temperature (default 0.2).")
+        float | None,
+        Opt(
+            panel=PARAMS,
+            help="Particle filtering resampling temperature.",
+            default="particle_temperature",
+        ),
     ] = None,
     sample_mode: Annotated[
         str | None,
         Opt(
-            help="sample: `steps` (scored as it grows) or `whole` (one request per path) "
-            "(default steps)."
+            panel=PARAMS,
+            help="sample: steps (scored as it grows) or whole (one request per path).",
+            default="sample_mode",
         ),
     ] = None,
-    request_timeout: Annotated[float | None, Opt(help="Seconds per request.")] = None,
-    server_wait: Annotated[float | None, Opt(help="Seconds to wait for a down server.")] = None,
-    max_in_flight: Annotated[int | None, Opt(help="In-flight requests per endpoint.")] = None,
+    seed: Annotated[
+        int | None, Opt(panel=PARAMS, help="Run seed (child seeds derive from it).", default="seed")
+    ] = None,
     samples_per_request: Annotated[
-        int | None, Opt(help="Cap on n per policy request (1: one request, one seed per child).")
+        int | None,
+        Opt(
+            panel=PARAMS,
+            help="Cap on n per policy request (1: one request, one seed per child). "
+            "[default: all children of a node in one request]",
+        ),
     ] = None,
-    policy_model: Annotated[str | None, Opt(help="Model name at the policy server.")] = None,
-    reward_model: Annotated[str | None, Opt(help="Model name at the reward server.")] = None,
-    policy_api_key: Annotated[
-        str | None, Opt(envvar="REBASE_POLICY_API_KEY", help="Never stored.", show_default=False)
-    ] = None,
-    reward_api_key: Annotated[
-        str | None, Opt(envvar="REBASE_REWARD_API_KEY", help="Never stored.", show_default=False)
-    ] = None,
-    question_field: Annotated[str | None, Opt(help="JSONL field of the question.")] = None,
-    answer_field: Annotated[str | None, Opt(help="JSONL field of the answer.")] = None,
     profile: Annotated[
         str | None,
-        Opt(help="default, or reference: the authors' rebase.py exactly. (default: default)"),
+        Opt(panel=PAPER, help="default, or reference: the authors' rebase.py.", default="profile"),
     ] = None,
     select_method: Annotated[
-        str | None, Opt(help="softmax or softmax_with_truncate. (default: softmax)")
+        str | None,
+        Opt(panel=PAPER, help="softmax or softmax_with_truncate.", default="select_method"),
     ] = None,
     truncate_ratio: Annotated[
-        float | None, Opt(help="softmax_with_truncate keeps the best ceil(open x ratio).")
+        float | None,
+        Opt(
+            panel=PAPER,
+            help="softmax_with_truncate keeps the best ceil(open x ratio). [default: none]",
+        ),
     ] = None,
     tie_order: Annotated[
         str | None,
         Opt(
-            help="Equal scores: earlier-first or later-first. "
-            "(default: earlier-first; reference: later-first)"
+            panel=PAPER,
+            help="Equal scores: earlier-first or later-first (reference).",
+            default="tie_order",
         ),
     ] = None,
     child_order: Annotated[
         str | None,
         Opt(
-            help="Children made in parent-order or best-first. "
-            "(default: parent-order; reference: best-first)"
+            panel=PAPER,
+            help="Children made in parent-order or best-first (reference).",
+            default="child_order",
         ),
     ] = None,
     share_rounding: Annotated[
         str | None,
-        Opt(help="sequential-ceil (code) or round (paper). (default: sequential-ceil)"),
+        Opt(
+            panel=PAPER,
+            help="sequential-ceil (code) or round (paper).",
+            default="share_rounding",
+        ),
     ] = None,
     path_token_rule: Annotated[
         str | None,
-        Opt(help="max-tokens counts the path or the step. (default: path; reference: step)"),
+        Opt(
+            panel=PAPER,
+            help="--max-tokens counts the path, or the step (reference).",
+            default="path_token_rule",
+        ),
     ] = None,
     leaf_rule: Annotated[
         str | None,
         Opt(
-            help="Path ends: template (answer, EOS) or answer-phrase. "
-            "(default: template; reference: answer-phrase)"
+            panel=PAPER,
+            help="Path ends: template (answer, EOS) or answer-phrase (reference).",
+            default="leaf_rule",
         ),
     ] = None,
+    policy: Annotated[
+        str | None,
+        Opt(
+            panel=ENDPOINTS,
+            help="Policy URL, `sim`, or `sim:FLAVOUR` (sglang, sglang-deterministic, vllm, "
+            "openai). [default: the run's own when resuming, else the server "
+            "`rebase serve policy` registered]",
+        ),
+    ] = None,
+    policy_server: Annotated[
+        str | None,
+        Opt(
+            panel=ENDPOINTS,
+            help="Policy server kind: sglang, sglang-deterministic, vllm or openai. "
+            "[default: asked from the server]",
+        ),
+    ] = None,
+    reward: Annotated[
+        str | None,
+        Opt(
+            panel=ENDPOINTS,
+            help="Reward URL, or `sim`. [default: the run's own when resuming, else the "
+            "server `rebase serve reward` registered]",
+        ),
+    ] = None,
+    reward_protocol: Annotated[
+        str | None,
+        Opt(panel=ENDPOINTS, help="score, classify or pooling.", default="reward_protocol"),
+    ] = None,
+    policy_model: Annotated[
+        str | None,
+        Opt(panel=ENDPOINTS, help="Model name at the policy server. [default: the one it serves]"),
+    ] = None,
+    reward_model: Annotated[
+        str | None,
+        Opt(panel=ENDPOINTS, help="Model name at the reward server. [default: the one it serves]"),
+    ] = None,
+    policy_api_key: Annotated[
+        str | None, Opt(panel=ENDPOINTS, help="Never stored.", envvar="REBASE_POLICY_API_KEY")
+    ] = None,
+    reward_api_key: Annotated[
+        str | None, Opt(panel=ENDPOINTS, help="Never stored.", envvar="REBASE_REWARD_API_KEY")
+    ] = None,
+    concurrency: Annotated[
+        int | None, Opt(panel=OPERATION, help="Problems searched at once.", default="concurrency")
+    ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        Opt(panel=OPERATION, help="In-flight requests per endpoint.", default="max_in_flight"),
+    ] = None,
+    request_timeout: Annotated[
+        float | None, Opt(panel=OPERATION, help="Seconds per request.", default="request_timeout")
+    ] = None,
+    server_wait: Annotated[
+        float | None,
+        Opt(panel=OPERATION, help="Seconds to wait for a down server.", default="server_wait"),
+    ] = None,
+    name: Annotated[str | None, Opt(panel=OUTPUT, help="A name for the new run.")] = None,
     group: Annotated[
         str | None,
-        Opt(help="Name of the sweep's run group; alone, finishes that sweep.", show_default=False),
+        Opt(panel=OUTPUT, help="Name of a sweep's run group; alone, finishes that sweep."),
     ] = None,
-    json_output: Annotated[bool, Opt("--json", help="Print the summary as JSON.")] = False,
+    resume: Annotated[
+        bool,
+        Opt(
+            "--resume",
+            panel=OUTPUT,
+            help="Continue the latest unfinished run with this config.",
+        ),
+    ] = False,
+    run: Annotated[
+        str | None, Opt("--run", panel=OUTPUT, help="Resume this run (run-42, 42, a name).")
+    ] = None,
+    json_output: Annotated[
+        bool, Opt("--json", panel=OUTPUT, help="Print the summary as JSON.")
+    ] = False,
 ) -> None:
-    """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite."""
-    # Imported here: the clients pull in openai, which other commands need not pay for.
-    from rebase_cli.runner.service import EndpointRequest
+    """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite.
 
+    Ctrl-C, SIGTERM and SIGHUP stop it cleanly; the command it prints resumes it."""
     if resume and run is not None:
         raise UsageError("--resume and --run cannot be combined", "use one of them")
     budgets = parse_list(budget, "--budget", int) if budget is not None else [None]
@@ -169,6 +300,9 @@ def search(
         "leaf_rule": leaf_rule,
     }
     overrides = {k: v for k, v in explicit.items() if v is not None}
+    # Imported here: the clients pull in openai, which other commands need not pay for.
+    from rebase_cli.runner.service import EndpointRequest
+
     endpoints = EndpointRequest(
         policy=policy,
         reward=reward,
@@ -177,6 +311,11 @@ def search(
         policy_model=policy_model,
         reward_model=reward_model,
         policy_server=_server_kind(policy_server),
+    )
+    fields = (
+        FieldMap(question=question_field, answer=answer_field)
+        if question_field is not None or answer_field is not None
+        else None
     )
     if group is not None or len(budgets) > 1 or len(methods) > 1:
         if run is not None or name is not None:
@@ -200,20 +339,20 @@ def search(
             )
         run_sweep(spec, group, resume, endpoints, json_output)
         return
+    one = {"budget": budgets[0], "method": methods[0]}
     run_request = RunRequest(
         dataset=dataset,
-        overrides={
-            **overrides,
-            **{k: v for k, v in (("budget", budgets[0]), ("method", methods[0])) if v is not None},
-        },
+        overrides={**overrides, **{k: v for k, v in one.items() if v is not None}},
         config_file=config,
-        fields=FieldMap(question=question_field, answer=answer_field)
-        if question_field or answer_field
-        else None,
+        fields=fields,
         resume=resume,
         run_ref=run,
         name=name,
     )
+    _search(run_request, endpoints, config, json_output)
+
+
+def _search(run_request: RunRequest, endpoints, config: Path | None, json_output: bool) -> None:  # type: ignore[no-untyped-def]
     db = open_db()
     out = err_console if json_output else console
     if config is not None:
@@ -221,24 +360,65 @@ def search(
         load_config_file(config, notices)
         for notice in notices:
             err_console.print(f"[yellow]notice[/]: {notice}", highlight=False)
-    prepared, outcome, summary = execute_search(db, run_request, endpoints, out)
-    totals = summary
+    try:
+        prepared, outcome, summary, received = execute_search(db, run_request, endpoints, out)
+    except RunAlreadyDone as done:
+        _report_already_done(done, json_output)
+        return
+    if prepared is None:
+        # Stopped by a signal before any run was prepared: nothing was written.
+        err_console.print(f"stopped by {received.name} before the search started", highlight=False)
+        raise typer.Exit(received.exit_code)
+    _summarise(prepared.run.id, outcome, summary, out, json_output, received)
+
+
+def _summarise(run_id, outcome, summary, out, json_output: bool, received) -> None:  # type: ignore[no-untyped-def]
+    """After the summary line: the JSON form, then the next command (resume, report, retry)
+    and the exit code."""
     if json_output:
         print_json(summary)
     if outcome.interrupted:
+        by = f" by {received.name}" if received.signum else ""
         err_console.print(
-            f"interrupted; resume with: rebase search --run run-{prepared.run.id}", highlight=False
-        )
-        raise typer.Exit(130)
-    if not json_output:
-        out.print(f"report: rebase report run-{prepared.run.id}")
-    if totals["failed"]:
-        err_console.print(
-            f"{totals['failed']} problem(s) failed; retry them with: "
-            f"rebase search --run run-{prepared.run.id}",
+            with_db(f"interrupted{by}; resume with: rebase search --run run-{run_id}"),
             highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(received.exit_code)
+    if not json_output:
+        out.print(with_db(f"report: rebase report run-{run_id}"), highlight=False, soft_wrap=True)
+    if summary["failed"]:
+        err_console.print(
+            with_db(
+                f"{summary['failed']} problem(s) failed; retry them with: "
+                f"rebase search --run run-{run_id}"
+            ),
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def _report_already_done(done: RunAlreadyDone, json_output: bool) -> None:
+    """A finished run is not searched again: say so and point at its report."""
+    run_ref = f"run-{done.run.id}"
+    if json_output:
+        print_json({"run": run_ref, "already_done": True, "problems": done.problems})
+    how = (
+        f"--resume found {run_ref}, which finished this config"
+        if done.by_resume
+        else f"{run_ref} is already done"
+    )
+    err_console.print(
+        with_db(
+            f"{how} ({done.problems}/{done.problems} problems); nothing to resume. "
+            f"See its results with: rebase report {run_ref}. A larger --limit extends it; "
+            "to search the same config again as a new run, drop "
+            + ("--resume" if done.by_resume else f"--run {run_ref} and give --dataset/--budget")
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _server_kind(given: str | None) -> str | None:

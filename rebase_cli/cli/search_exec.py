@@ -1,4 +1,8 @@
-"""Running one search from the CLI: progress, the opening lines and the closing summary."""
+"""Running one search from the CLI: progress, the opening lines and the closing summary line.
+
+SIGTERM and SIGHUP stop it the way Ctrl-C does (see `runner.signals`): the run is closed as
+interrupted and the caller prints how to resume it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from rebase_cli.store.database import Database
 if TYPE_CHECKING:  # the runner pulls in the clients (openai), which other commands need not pay for
     from rebase_cli.runner.runner import RunOutcome
     from rebase_cli.runner.service import EndpointRequest
+    from rebase_cli.runner.signals import Received
 
 
 def execute_search(
@@ -23,10 +28,14 @@ def execute_search(
     run_request: RunRequest,
     endpoints: EndpointRequest,
     out: Console,
-) -> tuple[PreparedRun, RunOutcome, dict]:
+) -> tuple[PreparedRun | None, RunOutcome | None, dict, Received]:
     """Prepare and search one run, showing progress on `out`; returns the prepared run, its
-    outcome and the summary (`--json` form) after printing it as a line."""
+    outcome, the summary (`--json` form, also printed as a line) and the stop signal received.
+
+    The run is None when a signal stopped the command before any run was prepared (nothing
+    was written); `setup.RunAlreadyDone` propagates for a run that is already finished."""
     from rebase_cli.runner.service import run_search
+    from rebase_cli.runner.signals import cancel_on_signals
 
     holder: dict[str, ProgressEvents] = {}
 
@@ -40,14 +49,28 @@ def execute_search(
             )
 
     def events(prepared):  # type: ignore[no-untyped-def]
-        holder["events"] = ProgressEvents(out, f"run-{prepared.run.id}").__enter__()
+        totals = repo.run_totals(db, prepared.run.id)
+        events = ProgressEvents(out, f"run-{prepared.run.id}", run_total=totals["problems"])
+        holder["events"] = events.__enter__()
         return holder["events"]
 
+    async def main():  # type: ignore[no-untyped-def]
+        with cancel_on_signals() as received:
+            try:
+                return await run_search(db, run_request, endpoints, events, on_prepared), received
+            except asyncio.CancelledError:
+                if received.signum is None:
+                    raise
+                return None, received
+
     try:
-        prepared, outcome = asyncio.run(run_search(db, run_request, endpoints, events, on_prepared))
+        result, received = asyncio.run(main())
     finally:
         if "events" in holder:
             holder["events"].__exit__(None, None, None)
+    if result is None:
+        return None, None, {}, received
+    prepared, outcome = result
     totals = repo.run_totals(db, prepared.run.id)
     facts = reproducibility.read(repo.resolve_run(db, f"run-{prepared.run.id}").capabilities_json)
     summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
@@ -61,4 +84,4 @@ def execute_search(
     out.print(f"reproducible: {facts.line}", highlight=False)
     for index, error in outcome.failures[:10]:
         out.print(f"  [red]problem {index} failed[/]: {error}")
-    return prepared, outcome, summary
+    return prepared, outcome, summary, received

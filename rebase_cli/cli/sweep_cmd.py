@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rebase_cli.cli.common import console, err_console, open_db, print_json
+from rebase_cli.cli.common import console, err_console, open_db, print_json, with_db
 from rebase_cli.cli.search_exec import execute_search
 from rebase_cli.errors import UsageError
+from rebase_cli.runner.setup import RunAlreadyDone
 from rebase_cli.runner.sweep import SweepSpec
 from rebase_cli.store import groups
 from rebase_cli.store.database import Database
@@ -51,23 +52,31 @@ def run_sweep(
     summaries, failed = [], 0
     for position, (_, _, request) in enumerate(spec.run_requests(name), start=1):
         out.print(f"[bold]\\[{position}/{len(combos)}][/]", end=" ")
-        _, outcome, summary = execute_search(db, request, endpoints, out)
-        summaries.append(summary)
-        failed += summary["failed"]
-        if outcome.interrupted:
+        try:
+            prepared, outcome, summary, received = execute_search(db, request, endpoints, out)
+        except RunAlreadyDone as done:
+            summaries.append({"run": f"run-{done.run.id}", "already_done": True})
+            continue
+        if prepared is not None:
+            summaries.append(summary)
+            failed += summary["failed"]
+        if prepared is None or outcome.interrupted:
             _print(json_output, name, summaries)
+            by = f" by {received.name}" if received.signum else ""
             err_console.print(
-                f"interrupted; resume the sweep with: rebase search --group {name}",
+                with_db(f"interrupted{by}; resume the sweep with: rebase search --group {name}"),
                 highlight=False,
+                soft_wrap=True,
             )
-            raise typer.Exit(130)
+            raise typer.Exit(received.exit_code)
     _print(json_output, name, summaries)
     if not json_output:
-        out.print(f"report: rebase report {name}")
+        out.print(with_db(f"report: rebase report {name}"), highlight=False, soft_wrap=True)
     if failed:
         err_console.print(
-            f"{failed} problem(s) failed; retry them with: rebase search --group {name}",
+            with_db(f"{failed} problem(s) failed; retry them with: rebase search --group {name}"),
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 
