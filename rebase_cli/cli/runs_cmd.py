@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from rebase_cli.cli.check_table import findings_table
 from rebase_cli.cli.common import console, open_existing_db, print_json
 from rebase_cli.store import repository as repo
 
@@ -94,12 +95,19 @@ def show(
     if json_output:
         print_json(payload)
         return
+    capabilities = dict(payload["capabilities"] or {})
+    check = capabilities.pop("check", None)
+    payload["capabilities"] = capabilities or None
     table = Table(show_header=False, box=None)
     for key, value in payload.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         table.add_row(key, str(value))
     console.print(table)
+    if isinstance(check, dict):
+        console.print(
+            findings_table(check.get("findings", []), title="server check before the run")
+        )
 
 
 @app.command("delete")

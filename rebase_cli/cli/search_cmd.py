@@ -58,6 +58,10 @@ def search(
     ] = None,
     question_field: Annotated[str | None, Opt(help="JSONL field of the question.")] = None,
     answer_field: Annotated[str | None, Opt(help="JSONL field of the answer.")] = None,
+    skip_check: Annotated[
+        bool,
+        Opt("--skip-check", help="Start a new run without probing the servers (`rebase check`)."),
+    ] = False,
     json_output: Annotated[bool, Opt("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite."""
@@ -104,6 +108,7 @@ def search(
         reward_api_key=reward_api_key,
         policy_model=policy_model,
         reward_model=reward_model,
+        check=not skip_check,
     )
     db = open_db()
     out = err_console if json_output else console
@@ -118,12 +123,18 @@ def search(
                 "accuracy numbers are synthetic."
             )
 
+    def on_check(report) -> None:  # type: ignore[no-untyped-def]
+        for finding in report.warnings:
+            out.print(f"[yellow]check {finding.check}[/]: {finding.detail}", highlight=False)
+
     def events(prepared):  # type: ignore[no-untyped-def]
         holder["events"] = ProgressEvents(out, f"run-{prepared.run.id}").__enter__()
         return holder["events"]
 
     try:
-        prepared, outcome = asyncio.run(run_search(db, run_request, endpoints, events, on_prepared))
+        prepared, outcome = asyncio.run(
+            run_search(db, run_request, endpoints, events, on_prepared, on_check)
+        )
     finally:
         if "events" in holder:
             holder["events"].__exit__(None, None, None)

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from rebase_cli.checking.findings import CheckReport
+from rebase_cli.checking.service import run_checks
 from rebase_cli.clients.policy import PolicyClient
 from rebase_cli.clients.retry import RetryPolicy
 from rebase_cli.clients.reward import HttpReward, make_reward_client
@@ -41,6 +43,8 @@ class EndpointRequest:
     reward_api_key: str | None = None
     policy_model: str | None = None
     reward_model: str | None = None
+    # Probe the servers (the cheap part of `rebase check`) before a new run, refusing blockers.
+    check: bool = True
 
 
 def _endpoint(
@@ -153,6 +157,23 @@ def strategy_for(config: SearchConfig) -> Strategy:
     )
 
 
+async def preflight_check(
+    policy: PolicyClient, reward: HttpReward, config: SearchConfig, dataset: Dataset
+) -> CheckReport:
+    """The cheap part of `rebase check`; a blocker (labels that are not the PRM's tokens,
+    scores that do not vary) stops the run before it is created."""
+    template = load_template(config.template)
+    report = await run_checks(policy, reward, template, dataset.problems, config, full=False)
+    if report.blockers:
+        first = report.blockers[0]
+        more = f" (and {len(report.blockers) - 1} more)" if len(report.blockers) > 1 else ""
+        raise ConfigError(
+            f"server check failed: {first.detail}{more}",
+            f"{first.hint}; `rebase check` shows every probe, --skip-check runs anyway",
+        )
+    return report
+
+
 def preview_config(request: RunRequest) -> SearchConfig | None:
     """The config a new run would get (None when resuming a named run, whose config is stored)."""
     if request.run_ref is not None:
@@ -167,6 +188,7 @@ async def run_search(
     endpoint_request: EndpointRequest,
     events_factory: Callable[[PreparedRun], SearchEvents],
     on_prepared: Callable[[PreparedRun, Endpoints], None] = lambda p, e: None,
+    on_check: Callable[[CheckReport], None] = lambda report: None,
 ) -> tuple[PreparedRun, RunOutcome]:
     """Resolve everything, then search. Errors before the run starts leave the database as is."""
     lease_ttl()  # a bad REBASE_LEASE_TTL is refused before any run is created
@@ -187,7 +209,15 @@ async def run_search(
         reward,
         endpoints,
     ):
+        check = None
+        if endpoint_request.check and run_request.run_ref is None:
+            check = await preflight_check(policy, reward, config, dataset)
+            on_check(check)
         prepared = await asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset)
+        if check is not None and not prepared.resumed:
+            await asyncio.to_thread(
+                repo.set_run_capabilities, db, prepared.run.id, {"check": check.as_dict()}
+            )
         on_prepared(prepared, endpoints)
         ctx = SearchContext(
             db=db,
