@@ -371,18 +371,23 @@ def rollout_findings(rollouts: Sequence[Rollout], template: PromptTemplate) -> l
     else:
         step = Finding("policy.delimiter", OK, details)
     answered = [r for r in rollouts if r.answer is not None]
-    if not answered:
+    finished_unread = [r for r in rollouts if r.reason == TerminalReason.EOS]
+    if not answered and finished_unread:
+        # The model ended its solution and the template read no answer in it: a format
+        # mismatch, which no budget fixes.
         answer = Finding(
             "policy.answer", BLOCKER,
-            f"no path gave an answer the template can read within the limits ({details})",
-            "raise --max-depth / --max-tokens / --max-step-tokens, or fix the template's "
-            "answer_format / answer_regex",
+            f"solutions ended without an answer the template can read ({details})",
+            "fix the template's answer_format / answer_regex, or pick the template that "
+            "matches the model with --template",
         )  # fmt: skip
     elif len(answered) < len(rollouts):
         answer = Finding(
             "policy.answer", WARN,
-            f"{len(answered)} of {len(rollouts)} paths gave a readable answer ({details})",
-            "raise the limits if paths end at max_depth or max_tokens",
+            f"{len(answered)} of {len(rollouts)} paths gave a readable answer within the limits "
+            f"({details})",
+            "paths cut at max_depth / max_tokens: raise --max-depth / --max-tokens / "
+            "--max-step-tokens if most paths end there",
         )  # fmt: skip
     else:
         answer = Finding(
