@@ -10,6 +10,7 @@ Same requirements as test_real_model_slow.py (the transformers extra, the prepar
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import subprocess
@@ -28,7 +29,7 @@ from tests.test_real_model_slow import model_path, policy_url  # noqa: F401 (fix
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TEMPLATE = "smollm2-judge"
-BUDGET, LIMIT, MAX_DEPTH, STEP_TOKENS = 4, 2, 3, 32
+BUDGET, LIMIT, MAX_DEPTH, STEP_TOKENS = 4, 2, 3, 24
 
 
 def _rebase(db: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -64,14 +65,21 @@ def reward_server(
     assert json.loads(_rebase(db, "serve", "status", "--json").stdout) == []
 
 
-def _direct_probabilities(model: Path, text: str, labels: list[int]) -> tuple[list, list]:
-    """(softmax over `labels`, full-vocabulary probabilities of `labels`) of the next token
-    after `text`, with transformers in this process."""
+@functools.cache
+def _load(model: Path):  # type: ignore[no-untyped-def]
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    return tokenizer, AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+
+
+def _direct_probabilities(model: Path, text: str, labels: list[int]) -> tuple[list, list]:
+    """(softmax over `labels`, full-vocabulary probabilities of `labels`) of the next token
+    after `text`, with transformers in this process (float32, as the server loads it)."""
+    import torch
+
+    tokenizer, lm = _load(model)
     ids = tokenizer(text, return_tensors="pt").input_ids
     with torch.inference_mode():
         logits = lm(ids).logits[0, -1].float()
