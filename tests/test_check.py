@@ -29,6 +29,7 @@ def policy_handler(
     delimits: bool = True,
     final: str | None = f"The answer is: {REFERENCE}",
     greedy: bool = False,
+    one_piece: bool = False,
 ) -> Callable[[Request], Reply]:
     """/v1/completions of a model that writes "Step k: ..." lines, then (after two steps) a
     final line and EOS. Each knob breaks one thing a run relies on."""
@@ -46,7 +47,9 @@ def policy_handler(
                 tag = body["seed"] + (0 if shared_seed else i)
             else:
                 tag = next(unseeded)
-            if not delimits:
+            if one_piece:  # the whole solution in one call, never stopping at the delimiter
+                text, finish, stop = f"Step 1: {tag} and so The answer is: {REFERENCE}", "stop", 2
+            elif not delimits:
                 text, finish, stop = f"Step {depth + 1}: and so on {tag} and on", "length", None
             elif depth >= 2:
                 text, finish, stop = final or "I am done.", "stop", 2  # EOS, as SGLang says
@@ -183,6 +186,26 @@ def test_a_policy_that_never_ends_a_step_is_a_blocker(servers, tmp_path: Path) -
     assert code == 1 and delimiter["status"] == "blocker"
     assert "never ended a step at the delimiter '\\n'" in delimiter["detail"]
     assert "--template" in delimiter["hint"]
+
+
+def test_a_whole_solution_in_one_piece_warns_but_does_not_block(servers, tmp_path) -> None:
+    code, payload, _ = check(tmp_path, *servers(policy=policy_handler(one_piece=True)))
+    delimiter = finding(payload, "policy.delimiter")
+    assert code == 0 and delimiter["status"] == "warn"
+    assert "the answer came in one piece" in delimiter["detail"]
+    assert statuses(payload)["policy.answer"] == "ok"
+
+
+def test_a_template_with_one_id_for_both_labels_is_a_blocker(servers, tmp_path) -> None:
+    template = tmp_path / "same-ids.yaml"
+    template.write_text(
+        'name: same-ids\nprompt: "Q: {question}\\nA:\\n"\nstep_delimiter: "\\n"\n'
+        "prm:\n  good_token_id: 387\n  bad_token_id: 387\n"
+    )
+    code, payload, _ = check(tmp_path, *servers(), "--template", str(template), "--quick")
+    labels = finding(payload, "reward.labels")
+    assert code == 1 and labels["status"] == "blocker"
+    assert "both label tokens the id 387" in labels["detail"]
 
 
 def test_solutions_that_end_without_a_readable_answer_are_a_blocker(servers, tmp_path) -> None:
