@@ -259,7 +259,7 @@ def test_search_refuses_a_blocker_before_creating_a_run(servers, tmp_path: Path)
     assert "server check failed: the PRM gives a correct and a wrong step the same score" in (
         refused.stderr
     )
-    assert "--skip-check runs anyway" in refused.stderr
+    assert "--skip-check starts the run anyway" in refused.stderr
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM run").fetchone()[0] == 0
 

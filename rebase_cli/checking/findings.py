@@ -7,7 +7,7 @@ wrong or empty (scores that do not score, steps that never end, answers never re
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 OK = "ok"
@@ -46,7 +46,7 @@ class CheckReport:
     template: str
     reward_protocol: str
     full: bool  # False: only the cheap probes ran (what `rebase search` runs)
-    extra: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0  # requests the probes had to retry (server faults)
 
     @property
     def blockers(self) -> list[Finding]:
@@ -68,6 +68,6 @@ class CheckReport:
             "reward_protocol": self.reward_protocol,
             "full": self.full,
             "blocked": bool(self.blockers),
+            "retries": self.retries,
             "findings": [asdict(f) for f in self.findings],
-            **self.extra,
         }

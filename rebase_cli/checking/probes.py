@@ -29,6 +29,14 @@ SAME_SCORE = 1e-6
 _STOP_NAMES = {"matched_stop": "matched_stop (SGLang)", "stop_reason": "stop_reason (vLLM)"}
 
 
+@dataclass
+class Tally:
+    """Retries the probes needed (a fault the server answered with costs one): a run stores
+    them beside its own, so every fault a server injected is accounted for."""
+
+    retries: int = 0
+
+
 # -- server kind ---------------------------------------------------------------------------------
 
 
@@ -81,7 +89,7 @@ class Sample:
 
 async def complete(
     endpoint: Endpoint, model: str, prompt: str, *, n: int, seed: int, stop: Sequence[str],
-    temperature: float, max_tokens: int = PROBE_TOKENS,
+    temperature: float, tally: Tally, max_tokens: int = PROBE_TOKENS,
 ) -> Sample:  # fmt: skip
     """One raw completions request (retried like a run's)."""
     params = {"model": model, "prompt": prompt, "n": n, "seed": seed, "stop": list(stop),
@@ -100,17 +108,18 @@ async def complete(
             raise MalformedResponse("a choice without `text`", text)
         return Sample(tuple(sorted(choices, key=lambda c: c.get("index") or 0)))
 
-    sample, _ = await endpoint.call("/v1/completions", send, parse)
+    sample, retries = await endpoint.call("/v1/completions", send, parse)
+    tally.retries += retries
     return sample
 
 
 async def policy_findings(
     endpoint: Endpoint, model: str, prompt: str, *, stop: Sequence[str], temperature: float,
-    seed: int,
+    seed: int, tally: Tally,
 ) -> list[Finding]:  # fmt: skip
     """n honoured, seed honoured (and sampling on), stop reporting: six short
     requests, seven samples."""
-    args = {"stop": stop, "temperature": temperature}
+    args = {"stop": stop, "temperature": temperature, "tally": tally}
     pair = await complete(endpoint, model, prompt, n=2, seed=seed, **args)
     first = await complete(endpoint, model, prompt, n=1, seed=seed, **args)
     again = await complete(endpoint, model, prompt, n=1, seed=seed, **args)
@@ -180,7 +189,7 @@ def _stop_finding(samples: Sequence[Sample]) -> Finding:
 # -- reward: label tokens, scores that vary ------------------------------------------------------
 
 
-async def tokenize(endpoint: Endpoint, text: str) -> list[int] | None:
+async def tokenize(endpoint: Endpoint, text: str, tally: Tally) -> list[int] | None:
     """The ids of `text` without special tokens by POST /tokenize (SGLang, vLLM, ours); None
     when the server has no such route."""
 
@@ -200,11 +209,12 @@ async def tokenize(endpoint: Endpoint, text: str) -> list[int] | None:
             raise MalformedResponse("no `tokens` list of ids", body)
         return tokens
 
-    tokens, _ = await endpoint.call("/tokenize", send, parse)
+    tokens, retries = await endpoint.call("/tokenize", send, parse)
+    tally.retries += retries
     return tokens
 
 
-async def label_finding(reward: HttpReward, template: PromptTemplate) -> Finding:
+async def label_finding(reward: HttpReward, template: PromptTemplate, tally: Tally) -> Finding:
     """Are the template's label tokens single, distinct tokens of the reward model, with the
     ids the template sends?"""
     prm = template.prm
@@ -222,7 +232,7 @@ async def label_finding(reward: HttpReward, template: PromptTemplate) -> Finding
         (prm.good_token, prm.good_token_id, "good_token_id"),
         (prm.bad_token, prm.bad_token_id, "bad_token_id"),
     ):
-        ids = await tokenize(reward.endpoint, label)
+        ids = await tokenize(reward.endpoint, label, tally)
         if ids is None:
             return Finding(
                 "reward.labels", WARN,
@@ -271,7 +281,7 @@ def reference_steps(problem: Problem) -> list[str]:
 
 
 async def variation_finding(
-    reward: HttpReward, template: PromptTemplate, problem: Problem
+    reward: HttpReward, template: PromptTemplate, problem: Problem, tally: Tally
 ) -> Finding:
     """Score a correct and a deliberately wrong final step of a dataset question, after its
     reference steps, as one sibling group through the run's own adapter: equal scores mean a
@@ -282,6 +292,7 @@ async def variation_finding(
     wrong_text = template.format_answer(wrong_answer(problem.reference_answer))
     wrong = template.format_step(last, wrong_text)
     batch = await reward.score(problem.question, previous, [right, wrong])
+    tally.retries += batch.retries
     good, bad = batch.scores
     shown = f"correct step {good:.4f}, wrong step {bad:.4f}"
     if abs(good - bad) <= SAME_SCORE:
@@ -326,7 +337,7 @@ class Rollout:
 
 async def rollout(
     policy: PolicyClient, template: PromptTemplate, problem: Problem, *, max_step_tokens: int,
-    max_tokens: int, max_depth: int, temperature: float, top_p: float, seed: int,
+    max_tokens: int, max_depth: int, temperature: float, top_p: float, seed: int, tally: Tally,
 ) -> Rollout:  # fmt: skip
     prompt = template.render(problem.question)
     path_tokens = delimiter_ends = 0
@@ -335,6 +346,7 @@ async def rollout(
             prompt, 1, stop=template.stop, max_tokens=max_step_tokens,
             temperature=temperature, top_p=top_p, seed=seed + depth,
         )  # fmt: skip
+        tally.retries += batch.retries
         completion = batch.completions[0]
         path_tokens += completion.completion_tokens
         at_delimiter = ended_at_delimiter(completion, template)
@@ -346,7 +358,7 @@ async def rollout(
         if reason is not None:
             one_piece = answer is not None and not at_delimiter and delimiter_ends == 0
             return Rollout(problem, depth, delimiter_ends, answer, reason, one_piece)
-        prompt = template.extend(prompt, template.format_step(depth, completion.text))
+        prompt = template.extend(prompt, completion.text)  # the policy wrote its own prefix
     return Rollout(problem, max_depth, delimiter_ends, None, None, False)
 
 

@@ -36,6 +36,7 @@ async def run_checks(
     one is the PRM's test question, the first ROLLOUT_PROBLEMS the rollouts')."""
     if not problems:
         raise ValueError("checks need at least one problem")
+    tally = probes.Tally()
     policy_model = await policy.model_id()
     reward_model = await reward.model_id()
     findings: list[Finding] = [
@@ -49,9 +50,10 @@ async def run_checks(
         stop=template.stop,
         temperature=config.temperature,
         seed=config.seed,
+        tally=tally,
     )
-    findings.append(await probes.label_finding(reward, template))
-    findings.append(await probes.variation_finding(reward, template, problems[0]))
+    findings.append(await probes.label_finding(reward, template, tally))
+    findings.append(await probes.variation_finding(reward, template, problems[0], tally))
     if full:
         rollouts = [
             await probes.rollout(
@@ -64,6 +66,7 @@ async def run_checks(
                 temperature=config.temperature,
                 top_p=config.top_p,
                 seed=config.seed,
+                tally=tally,
             )
             for problem in problems[:ROLLOUT_PROBLEMS]
         ]
@@ -75,4 +78,5 @@ async def run_checks(
         template=template.name,
         reward_protocol=reward.protocol,
         full=full,
+        retries=tally.retries,
     )

@@ -169,7 +169,8 @@ async def preflight_check(
         more = f" (and {len(report.blockers) - 1} more)" if len(report.blockers) > 1 else ""
         raise ConfigError(
             f"server check failed: {first.detail}{more}",
-            f"{first.hint}; `rebase check` shows every probe, --skip-check runs anyway",
+            f"{first.hint}; `rebase check` with the same options shows every probe; "
+            "--skip-check starts the run anyway",
         )
     return report
 
