@@ -19,8 +19,6 @@ from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.config import SearchConfig
 
 ROLLOUT_PROBLEMS = 2
-# A temperature for the sampling probes when the run itself is greedy would be misleading:
-# they use the run's own temperature and report seeds as irrelevant at 0.
 
 
 async def run_checks(
@@ -33,7 +31,8 @@ async def run_checks(
     full: bool,
 ) -> CheckReport:
     """Probe both servers; `full` adds the rollouts. `problems` must not be empty (the first
-    one is the PRM's test question, the first ROLLOUT_PROBLEMS the rollouts')."""
+    one is the PRM's test question, the first ROLLOUT_PROBLEMS the rollouts'). The sampling
+    probes use the run's own temperature (at 0, seeds are reported as irrelevant)."""
     if not problems:
         raise ValueError("checks need at least one problem")
     tally = probes.Tally()

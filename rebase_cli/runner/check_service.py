@@ -23,14 +23,12 @@ async def check_servers(
     db: Database, run_request: RunRequest, endpoints: EndpointRequest, *, full: bool
 ) -> CheckReport:
     """Probe the policy and reward a search with these options would use."""
-    if run_request.dataset is None and run_request.config_file is None:
+    if not run_request.dataset:
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
     overrides = {"budget": PLACEHOLDER_BUDGET, **run_request.overrides}
     preview = RunRequest(run_request.dataset, overrides, config_file=run_request.config_file)
     config = preview_config(preview)
     assert config is not None  # no --run: always a new config
-    if not run_request.dataset:
-        raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
     dataset = await asyncio.to_thread(load_dataset, run_request.dataset, fields=run_request.fields)
     if not dataset.problems:
         raise ConfigError(f"dataset {run_request.dataset} has no problems", "use another one")
