@@ -71,3 +71,11 @@ class CheckReport:
             "retries": self.retries,
             "findings": [asdict(f) for f in self.findings],
         }
+
+
+@dataclass
+class Tally:
+    """Retries the probes needed (a fault the server answered with costs one): a run stores
+    them beside its own, so every fault a server injected is accounted for."""
+
+    retries: int = 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rebase_cli.checking import probes
-from rebase_cli.checking.findings import CheckReport, Finding
+from rebase_cli.checking import policy_probes, reward_probes, rollouts
+from rebase_cli.checking.findings import CheckReport, Finding, Tally
+from rebase_cli.checking.server_kind import kind_finding
 from rebase_cli.clients.policy import PolicyClient
 from rebase_cli.clients.reward import HttpReward
 from rebase_cli.domain import Problem
@@ -35,14 +36,14 @@ async def run_checks(
     probes use the run's own temperature (at 0, seeds are reported as irrelevant)."""
     if not problems:
         raise ValueError("checks need at least one problem")
-    tally = probes.Tally()
+    tally = Tally()
     policy_model = await policy.model_id()
     reward_model = await reward.model_id()
     findings: list[Finding] = [
-        await probes.kind_finding("policy", policy.endpoint, policy_model),
-        await probes.kind_finding("reward", reward.endpoint, reward_model),
+        await kind_finding("policy", policy.endpoint, policy_model),
+        await kind_finding("reward", reward.endpoint, reward_model),
     ]
-    findings += await probes.policy_findings(
+    findings += await policy_probes.policy_findings(
         policy.endpoint,
         policy_model,
         template.render(problems[0].question),
@@ -51,11 +52,11 @@ async def run_checks(
         seed=config.seed,
         tally=tally,
     )
-    findings.append(await probes.label_finding(reward, template, tally))
-    findings.append(await probes.variation_finding(reward, template, problems[0], tally))
+    findings.append(await reward_probes.label_finding(reward, template, tally))
+    findings.append(await reward_probes.variation_finding(reward, template, problems[0], tally))
     if full:
-        rollouts = [
-            await probes.rollout(
+        paths = [
+            await rollouts.rollout(
                 policy,
                 template,
                 problem,
@@ -69,7 +70,7 @@ async def run_checks(
             )
             for problem in problems[:ROLLOUT_PROBLEMS]
         ]
-        findings += probes.rollout_findings(rollouts, template)
+        findings += rollouts.rollout_findings(paths, template)
     return CheckReport(
         findings=tuple(findings),
         policy_url=policy.base_url,
