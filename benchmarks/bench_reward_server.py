@@ -22,7 +22,7 @@ from _common import header
 from rebase_cli.clients import prm_text
 from rebase_cli.datasets import load_dataset
 from rebase_cli.models import MODELS
-from rebase_cli.models.prepare import prepared_path
+from rebase_cli.models.prepare import model_dir
 from rebase_cli.prompts import load_template
 from rebase_cli.serving import reward_model
 from rebase_cli.serving.reward_model import RewardModel
@@ -60,7 +60,7 @@ def main() -> None:
 
     import torch
 
-    path = args.model or str(prepared_path(MODELS["smollm2"]))
+    path = args.model or str(model_dir(MODELS["smollm2"]))
     model = RewardModel.load(path)
     print(f"model {path}, {torch.get_num_threads()} torch threads")
     template = load_template("smollm2-judge")

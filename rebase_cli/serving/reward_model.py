@@ -99,9 +99,13 @@ class RewardModel:
 
     @classmethod
     def load(
-        cls, path: str, *, device: str = "cpu", dtype: str = "auto", head: str | None = None
+        cls, path: str, *, device: str = "cpu", dtype: str = "float32", head: str | None = None
     ) -> RewardModel:
-        """Load `path` (a local folder or a hub id). `head` None: read from its config."""
+        """Load `path` (a local folder or a hub id). `head` None: read from its config.
+
+        float32 by default: in bfloat16 the logits of one text move by tenths depending on
+        what else is in its batch (scores by a few hundredths), so a score would depend on
+        its siblings."""
         import torch
         from transformers import (
             AutoConfig,
