@@ -301,3 +301,11 @@ def test_search_stores_the_cheap_check_and_runs_show_prints_it(tmp_path: Path) -
     )
     assert resumed.exit_code == 0, resumed.stderr
     assert "check reward.labels" not in resumed.stdout  # resuming does not probe again
+
+
+def test_an_unreachable_policy_is_one_line_and_no_traceback(servers, tmp_path: Path) -> None:
+    _, reward_url = servers()
+    code, payload, stderr = check(tmp_path, "http://127.0.0.1:9", reward_url, "--server-wait", "0")
+    assert code == 1 and payload == {}
+    assert "policy server http://127.0.0.1:9 unreachable" in stderr
+    assert "Traceback" not in stderr and stderr.count("error:") == 1
