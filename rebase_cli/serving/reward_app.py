@@ -17,7 +17,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -27,6 +27,7 @@ from rebase_cli import __version__
 from rebase_cli.serving.reward_model import RequestError, RewardModel
 
 ENGINE = "rebase-transformers"
+Body = TypeVar("Body", bound=BaseModel)
 
 
 class ScoringRequest(BaseModel):
@@ -70,7 +71,7 @@ def create_app(reward: RewardModel, *, model_id: str, info: dict[str, Any]) -> F
 
         return await asyncio.to_thread(locked)
 
-    async def parse(request: Request, schema: type[BaseModel]) -> BaseModel | JSONResponse:
+    async def parse(request: Request, schema: type[Body]) -> Body | JSONResponse:
         try:
             return schema.model_validate(await request.json())
         except ValidationError as exc:
@@ -112,15 +113,14 @@ def create_app(reward: RewardModel, *, model_id: str, info: dict[str, Any]) -> F
         body = await parse(request, ScoringRequest)
         if isinstance(body, JSONResponse):
             return body
-        assert isinstance(body, ScoringRequest)
         if body.query is None or body.items is None or body.label_token_ids is None:
             return error("query, items and label_token_ids are required")
         try:
             result = await compute(
                 lambda: reward.score(
-                    body.query,  # type: ignore[arg-type]
-                    body.items,  # type: ignore[arg-type]
-                    body.label_token_ids,  # type: ignore[arg-type]
+                    body.query,
+                    body.items,
+                    body.label_token_ids,
                     apply_softmax=body.apply_softmax,
                     item_first=body.item_first,
                     temperature=body.temperature,
@@ -172,7 +172,6 @@ def create_app(reward: RewardModel, *, model_id: str, info: dict[str, Any]) -> F
         body = await parse(request, TokenizeRequest)
         if isinstance(body, JSONResponse):
             return body
-        assert isinstance(body, TokenizeRequest)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         tokens = [reward.encode(p, add_special_tokens=body.add_special_tokens) for p in prompts]
         if isinstance(body.prompt, str):
@@ -188,7 +187,6 @@ def create_app(reward: RewardModel, *, model_id: str, info: dict[str, Any]) -> F
         body = await parse(request, DetokenizeRequest)
         if isinstance(body, JSONResponse):
             return body
-        assert isinstance(body, DetokenizeRequest)
         if not all(0 <= t < reward.vocab_size for t in body.tokens):
             return error("token ids must be inside the vocabulary")
         return {"text": reward.decode(body.tokens)}
