@@ -309,3 +309,37 @@ def test_an_unreachable_policy_is_one_line_and_no_traceback(servers, tmp_path: P
     assert code == 1 and payload == {}
     assert "policy server http://127.0.0.1:9 unreachable" in stderr
     assert "Traceback" not in stderr and stderr.count("error:") == 1
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "kind"),
+    [
+        ("/server_info", {"version": "0.5.23", "tp_size": 1}, "SGLang 0.5.23"),
+        ("/version", {"version": "0.33.0"}, "vLLM 0.33.0"),
+        ("/server_info", {"engine": "rebase-transformers", "version": "0.1.0"},
+         "rebase transformers reward server 0.1.0"),
+        ("/model_info", {"simulated": True}, "rebase simulator (SIMULATED)"),
+        (None, None, "OpenAI-compatible server (kind and version not reported)"),
+    ],
+)  # fmt: skip
+def test_the_server_kind_is_read_from_each_familys_own_route(route, body, kind) -> None:
+    import asyncio
+
+    from rebase_cli.checking.server_kind import server_kind
+    from rebase_cli.clients.transport import Endpoint
+
+    fake = ScriptedServer().start()
+    if route is not None:
+        fake.route(route, lambda request: Reply.json(body))
+
+    async def probe() -> str:
+        endpoint = Endpoint("policy", fake.url)
+        try:
+            return await server_kind(endpoint)
+        finally:
+            await endpoint.aclose()
+
+    try:
+        assert asyncio.run(probe()) == kind
+    finally:
+        fake.stop()
