@@ -32,7 +32,11 @@ class PrmFormat:
 
     `step_tag` follows every step (Math-Shepherd's " ки"); the PRM's probability of
     `good_token` at the tag is the step's score. Token ids are the PRM tokenizer's ids of the
-    label tokens (used by SGLang's /v1/score)."""
+    label tokens (used by SGLang's /v1/score; `rebase check` verifies them).
+
+    `score_query` and `score_item` (both or neither) replace that layout for an LLM judge: the
+    query holds {question} and {steps} (the earlier steps, each + `step_separator`), the item
+    holds {step} and ends where the judge's one-token verdict starts."""
 
     step_tag: str = " ки"
     good_token: str = "+"
@@ -46,6 +50,8 @@ class PrmFormat:
     # steps joined by step_separator). SGLang's /classify applies no chat template, and reward
     # models trained on chat turns (Skywork-Reward) score plain text badly. None: plain text.
     classify_chat: str | None = None
+    score_query: str | None = None
+    score_item: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,16 @@ def template_from_mapping(data: object, origin: str) -> PromptTemplate:
     if not isinstance(prm_data, dict) or set(prm_data) - prm_known:
         raise ConfigError(
             f"{origin}: bad `prm` section", f"allowed keys: {', '.join(sorted(prm_known))}"
+        )
+    judge = (prm_data.get("score_query"), prm_data.get("score_item"))
+    if (judge[0] is None) != (judge[1] is None):
+        raise ConfigError(
+            f"{origin}: `prm` needs both score_query and score_item, or neither", "add the other"
+        )
+    if judge[0] is not None and ("{question}" not in judge[0] or "{step}" not in judge[1]):
+        raise ConfigError(
+            f"{origin}: prm.score_query needs {{question}} and prm.score_item needs {{step}}",
+            "add the placeholders",
         )
     _check_types(data, PromptTemplate, origin)
     _check_types(prm_data, PrmFormat, f"{origin}: prm")

@@ -204,10 +204,30 @@ def test_transformers_engine_is_registered_with_its_device_and_thread_env(monkey
                            launchers.get_launcher("sglang"))  # fmt: skip
 
 
-def test_transformers_engine_serves_the_policy_only() -> None:
+def test_transformers_engine_serves_the_reward_with_our_scoring_server(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     launcher = launchers.get_launcher("transformers")
-    with pytest.raises(UsageError, match="policy only"):
-        launcher.preflight(ServeSpec(role="reward", engine="transformers", model="m"))
+    spec = ServeSpec(
+        role="reward", engine="transformers", port=30501, model="/models/smol",
+        reward_protocol="score", extra_args=("--dtype", "bfloat16"),
+    )  # fmt: skip
+    launchers.validate(spec, launcher)
+    launcher.preflight(spec)
+    assert launcher.command(spec) == [
+        sys.executable, "-m", "rebase_cli.serving.reward_server", "--model", "/models/smol",
+        "--host", "127.0.0.1", "--port", "30501", "--device", "cpu",
+        "--head", "causal-lm", "--dtype", "bfloat16",
+    ]  # fmt: skip
+    classify = ServeSpec(role="reward", engine="transformers", port=1, model="m",
+                         reward_protocol="classify", device="auto")  # fmt: skip
+    assert launcher.command(classify)[-4:] == ["--device", "auto", "--head",
+                                               "sequence-classification"]  # fmt: skip
+    assert "OMP_NUM_THREADS" in launcher.env(spec)
+    with pytest.raises(UsageError, match="not pooling"):
+        launcher.preflight(ServeSpec(role="reward", engine="transformers", model="m",
+                                     reward_protocol="pooling"))  # fmt: skip
+    with pytest.raises(UsageError, match="needs --model"):
+        launcher.preflight(ServeSpec(role="reward", engine="transformers"))
 
 
 def test_deterministic_policy_starts_sglang_with_deterministic_inference() -> None:

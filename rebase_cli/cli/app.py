@@ -193,6 +193,7 @@ def root(
 def _register() -> None:
     # Imported here so that each command module stays independent of the others.
     from rebase_cli.cli import (
+        check_cmd,
         datasets_cmd,
         db_cmd,
         grade_cmd,
@@ -205,6 +206,7 @@ def _register() -> None:
     )
 
     app.command("search")(search_cmd.search)
+    app.command("check")(check_cmd.check)
     app.add_typer(runs_cmd.app, name="runs")
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(datasets_cmd.app, name="datasets")

@@ -81,11 +81,13 @@ def prepare_cmd(
     serve = shlex.join(
         ["rebase", "serve", "policy", "--engine", "transformers", "--model", str(prepared.path)]
     )
-    err_console.print(
-        f"serve it: {serve}\nsearch with it: --template {prepared.template}",
-        highlight=False,
-        soft_wrap=True,
+    judge = shlex.join(
+        ["rebase", "serve", "reward", "--engine", "transformers", "--model", str(prepared.path)]
     )
+    lines = [f"serve it: {serve}", f"search with it: --template {prepared.template}"]
+    if source.judge_template:
+        lines.append(f"judge with it: {judge}, then --template {source.judge_template}")
+    err_console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from rebase_cli.cli.check_table import findings_table
 from rebase_cli.cli.common import console, open_existing_db, print_json
 from rebase_cli.runner import reproducibility
 from rebase_cli.runner.holder import refuse_if_searched
@@ -116,6 +117,9 @@ def show(
     if json_output:
         print_json(payload)
         return
+    capabilities = dict(payload["capabilities"] or {})
+    check = capabilities.pop("check", None)
+    payload["capabilities"] = capabilities or None
     # Times to the second, in UTC (the JSON keeps the full ISO value).
     payload["created_at"] = run.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     payload["updated_at"] = run.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -123,6 +127,10 @@ def show(
     for key, value in payload.items():
         table.add_row(key, _shown(key, value))
     console.print(table)
+    if isinstance(check, dict):
+        console.print(
+            findings_table(check.get("findings", []), title="server check before the run")
+        )
 
 
 def _shown(key: str, value: object) -> str:

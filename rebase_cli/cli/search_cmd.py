@@ -244,6 +244,14 @@ def search(
         float | None,
         Opt(panel=OPERATION, help="Seconds to wait for a down server.", default="server_wait"),
     ] = None,
+    skip_check: Annotated[
+        bool,
+        Opt(
+            "--skip-check",
+            panel=OPERATION,
+            help="Start a new run without probing the servers first (`rebase check`).",
+        ),
+    ] = False,
     name: Annotated[str | None, Opt(panel=OUTPUT, help="A name for the new run.")] = None,
     group: Annotated[
         str | None,
@@ -311,6 +319,7 @@ def search(
         policy_model=policy_model,
         reward_model=reward_model,
         policy_server=_server_kind(policy_server),
+        check=not skip_check,
     )
     fields = (
         FieldMap(question=question_field, answer=answer_field)

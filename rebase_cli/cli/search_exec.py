@@ -48,6 +48,10 @@ def execute_search(
                 "accuracy numbers are synthetic."
             )
 
+    def on_check(report) -> None:  # type: ignore[no-untyped-def]
+        for finding in report.warnings:
+            out.print(f"[yellow]check {finding.check}[/]: {finding.detail}", highlight=False)
+
     def events(prepared):  # type: ignore[no-untyped-def]
         totals = repo.run_totals(db, prepared.run.id)
         events = ProgressEvents(out, f"run-{prepared.run.id}", run_total=totals["problems"])
@@ -57,7 +61,10 @@ def execute_search(
     async def main():  # type: ignore[no-untyped-def]
         with cancel_on_signals() as received:
             try:
-                return await run_search(db, run_request, endpoints, events, on_prepared), received
+                searched = await run_search(
+                    db, run_request, endpoints, events, on_prepared, on_check
+                )
+                return searched, received
             except asyncio.CancelledError:
                 if received.signum is None:
                     raise

@@ -51,7 +51,8 @@ def _role_command(role: Role):
         engine: Annotated[
             EngineName,
             typer.Option(
-                help="sglang (GPU), sim (CPU simulator) or transformers (`transformers serve`)."
+                help="sglang (GPU), sim (CPU simulator) or transformers (policy: `transformers "
+                "serve`; reward: /v1/score and /classify computed with transformers)."
             ),
         ] = EngineName.sglang,
         model: Annotated[
@@ -89,7 +90,8 @@ def _role_command(role: Role):
         reward_protocol: Annotated[
             RewardProtocol | None,
             typer.Option(
-                help="score (LM-head PRM, default) or classify (reward head: --is-embedding).",
+                help="score (LM-head PRM, default) or classify (reward head; sglang: "
+                "--is-embedding).",
                 hidden=role == "policy",
                 show_default=False,
             ),
@@ -113,7 +115,7 @@ def _role_command(role: Role):
         timeout: Annotated[
             float | None,
             typer.Option(
-                help="Seconds to wait for /health (default: 900 sglang, 60 sim).",
+                help="Seconds to wait for /health (default: 900 sglang, 600 transformers, 60 sim).",
                 show_default=False,
             ),
         ] = None,

@@ -140,8 +140,8 @@ class ScoreReward(HttpReward):
         if not candidates:
             return ScoreBatch(scores=(), tokens=0, requests=0)
         body: dict[str, Any] = {
-            "query": prm_text.shepherd_query(question, previous_steps, self.prm),
-            "items": [prm_text.shepherd_item(c, self.prm) for c in candidates],
+            "query": prm_text.score_query(question, previous_steps, self.prm),
+            "items": [prm_text.score_item(c, self.prm) for c in candidates],
             "label_token_ids": [self.prm.good_token_id, self.prm.bad_token_id],
             "apply_softmax": True,
         }

@@ -30,6 +30,9 @@ class ModelSource:
     description: str
     license: str
     size_hint: str
+    # A template whose PRM view lets the model judge steps itself (`rebase serve reward
+    # --engine transformers`), if one ships.
+    judge_template: str | None = None
 
     @property
     def requirement(self) -> str:
@@ -51,6 +54,7 @@ SMOLLM2 = ModelSource(
     description="SmolLM2-135M-Instruct (Hugging Face), de-quantized from a Q4_1 GGUF",
     license="Apache-2.0",
     size_hint="93 MB download, 270 MB on disk",
+    judge_template="smollm2-judge",
 )
 
 MODELS: dict[str, ModelSource] = {SMOLLM2.name: SMOLLM2}

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 
+from rebase_cli.checking.findings import CheckReport
+from rebase_cli.checking.service import run_checks
 from rebase_cli.clients.path_reward import PathScorer
 from rebase_cli.clients.policy import PolicyClient
 from rebase_cli.clients.retry import RetryPolicy
@@ -56,6 +58,8 @@ class EndpointRequest:
     policy_model: str | None = None
     reward_model: str | None = None
     policy_server: str | None = None  # the policy server's kind; None: ask the server
+    # Probe the servers (the cheap part of `rebase check`) before a new run, refusing blockers.
+    check: bool = True
 
     def sim_flavour(self) -> str | None:
         """The simulator flavour asked for (`sim` or `sim:FLAVOUR` on either endpoint), or
@@ -238,6 +242,24 @@ def strategy_for(config: SearchConfig) -> Strategy:
     )
 
 
+async def preflight_check(
+    policy: PolicyClient, reward: HttpReward, config: SearchConfig, dataset: Dataset
+) -> CheckReport:
+    """The cheap part of `rebase check`; a blocker (labels that are not the PRM's tokens,
+    scores that do not vary) stops the run before it is created."""
+    template = load_template(config.template)
+    report = await run_checks(policy, reward, template, dataset.problems, config, full=False)
+    if report.blockers:
+        first = report.blockers[0]
+        more = f" (and {len(report.blockers) - 1} more)" if len(report.blockers) > 1 else ""
+        raise ConfigError(
+            f"server check failed: {first.detail}{more}",
+            f"{first.hint}; `rebase check` with the same options shows every probe; "
+            "--skip-check starts the run anyway",
+        )
+    return report
+
+
 def preview_config(request: RunRequest) -> SearchConfig | None:
     """The config a new run would get (None when resuming a named run, whose config is stored)."""
     if request.run_ref is not None:
@@ -252,6 +274,7 @@ async def run_search(
     endpoint_request: EndpointRequest,
     events_factory: Callable[[PreparedRun], SearchEvents],
     on_prepared: Callable[[PreparedRun, Endpoints], None] = lambda p, e: None,
+    on_check: Callable[[CheckReport], None] = lambda report: None,
 ) -> tuple[PreparedRun, RunOutcome]:
     """Resolve everything, then search. Errors before the run starts leave the database as is."""
     lease_ttl()  # a bad REBASE_LEASE_TTL is refused before any run is created
@@ -280,6 +303,10 @@ async def run_search(
         reward,
         endpoints,
     ):
+        check = None
+        if endpoint_request.check and existing is None:
+            check = await preflight_check(policy, reward, config, dataset)
+            on_check(check)
         # Preparing writes (a new run, its problems) in a thread that runs on when cancelled;
         # a signal that lands meanwhile closes the run as interrupted rather than leaving it.
         preparing = asyncio.ensure_future(
@@ -287,6 +314,10 @@ async def run_search(
         )
         cancelled = await finish_despite_cancel(preparing)
         prepared = preparing.result()
+        if check is not None and not prepared.resumed:
+            await asyncio.to_thread(
+                repo.set_run_capabilities, db, prepared.run.id, {"check": check.as_dict()}
+            )
         stored = prepared.run.capabilities_json
         previous = json.loads(stored) if stored else None
 

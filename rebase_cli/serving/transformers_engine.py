@@ -1,5 +1,6 @@
-"""`transformers serve` (Hugging Face transformers ≥ 5) as a policy engine: the command line and
-the check that it can run here. Nothing in this module starts a process.
+"""The transformers engine (Hugging Face transformers ≥ 5): `transformers serve` for the policy,
+our reward server (`reward_server.py`) for the reward; the command lines and the check that they
+can run here. Nothing in this module starts a process.
 
 What that server does, as observed with transformers 5.24 on CPU, and what callers must know:
 - `transformers serve MODEL` preloads MODEL (a hub id or a local directory) before it listens,
@@ -36,6 +37,9 @@ if TYPE_CHECKING:  # launchers.py may import this module to register the engine
 INSTALL_HINT = "install it with `pip install 'rebase-cli[transformers]'`"
 # Imported by `transformers serve` itself: without them it fails only after a slow start.
 _SERVER_MODULES = ("transformers", "torch", "fastapi", "uvicorn", "openai")
+_REWARD_SERVER_MODULES = ("transformers", "torch", "fastapi", "uvicorn")
+# --reward-protocol → the head the reward server loads.
+_HEADS = {"score": "causal-lm", "classify": "sequence-classification"}
 MIN_MAJOR = 5
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -81,13 +85,17 @@ def build_transformers_command(
 ) -> list[str]:
     """argv of `transformers serve` preloading `model` (hub id or local directory) on
     host:port. `dtype` None keeps the checkpoint's dtype; `extra` is appended verbatim."""
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ServeError(f"unknown device {device!r}", f"use one of {', '.join(DEVICES)}")
+    _check_device(device)
     argv = [executable or transformers_executable(), "serve", model]
     argv += ["--host", host, "--port", str(port), "--device", device]
     if dtype is not None:
         argv += ["--dtype", dtype]
     return argv + list(extra)
+
+
+def _check_device(device: str) -> None:
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ServeError(f"unknown device {device!r}", f"use one of {', '.join(DEVICES)}")
 
 
 def default_threads() -> int:
@@ -104,10 +112,30 @@ def transformers_env(threads: int | None = None) -> Mapping[str, str]:
     return {"OMP_NUM_THREADS": str(threads or default_threads())}
 
 
+def build_reward_command(
+    model: str,
+    host: str,
+    port: int,
+    device: str = "cpu",
+    extra: Sequence[str] = (),
+    *,
+    head: str | None = None,
+) -> list[str]:
+    """argv of our reward server (`rebase_cli.serving.reward_server`: SGLang's /v1/score,
+    /classify and /tokenize computed with transformers) for `model` on host:port. `head` None
+    lets the server read it from the checkpoint; `extra` (e.g. `--dtype bfloat16`) is appended."""
+    _check_device(device)
+    argv = [sys.executable, "-m", "rebase_cli.serving.reward_server", "--model", model]
+    argv += ["--host", host, "--port", str(port), "--device", device]
+    if head is not None:
+        argv += ["--head", head]
+    return argv + list(extra)
+
+
 class TransformersLauncher:
-    """`transformers serve` as a `rebase serve policy --engine transformers` launcher (same
-    shape as the launchers in `launchers.py`, plus `env`). Serves the policy only: it has no
-    process-reward endpoint."""
+    """The transformers engine (same shape as the launchers in `launchers.py`, plus `env`):
+    `transformers serve` for the policy, our own reward server for the reward (transformers
+    serve has no scoring endpoint)."""
 
     name = "transformers"
     # Loading a small model on a CPU takes seconds; a hub download of a large one, minutes.
@@ -122,19 +150,32 @@ class TransformersLauncher:
         self.executable = executable
 
     def preflight(self, spec: ServeSpec) -> None:
-        if spec.role != "policy":
+        if spec.role == "reward" and spec.reward_protocol == "pooling":
             raise UsageError(
-                "the transformers engine serves the policy only (it has no PRM endpoint)",
-                "serve the reward with --engine sglang on a GPU, or use --reward sim",
+                "the transformers engine serves the score and classify reward protocols, "
+                "not pooling",
+                "serve the PRM with vLLM (`vllm serve MODEL --runner pooling`), or use "
+                "--reward-protocol score|classify",
             )
         if spec.model is None:
             raise UsageError(
                 "the transformers engine needs --model",
                 "a Hugging Face id, or the folder `rebase models prepare smollm2` prints",
             )
-        check_transformers_available()
+        check_transformers_available(
+            _SERVER_MODULES if spec.role == "policy" else _REWARD_SERVER_MODULES
+        )
 
     def command(self, spec: ServeSpec) -> list[str]:
+        if spec.role == "reward":
+            return build_reward_command(
+                str(spec.model),
+                spec.host,
+                int(spec.port or 0),
+                spec.device or self.device,
+                spec.extra_args,
+                head=_HEADS.get(spec.reward_protocol or ""),
+            )
         return build_transformers_command(
             str(spec.model),
             spec.host,

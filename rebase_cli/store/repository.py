@@ -123,12 +123,15 @@ def set_run_status(db: Database, run_id: int, status: RunStatus, *, wall_seconds
 
 
 def set_run_capabilities(db: Database, run_id: int, capabilities: dict) -> None:
-    """Record what the servers of a run support (n>1, matched_stop, ...)."""
+    """Record what the servers of a run support (n>1, matched_stop, the pre-run check, ...):
+    the keys given replace those stored, other stored keys stay."""
     with db.write() as session:
+        stored = session.exec(select(Run.capabilities_json).where(col(Run.id) == run_id)).first()
+        merged = {**(json.loads(stored) if stored else {}), **capabilities}
         session.exec(
             update(Run)
             .where(col(Run.id) == run_id)
-            .values(capabilities_json=json.dumps(capabilities, sort_keys=True))
+            .values(capabilities_json=json.dumps(merged, sort_keys=True))
         )
 
 

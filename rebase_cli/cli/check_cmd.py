@@ -1,0 +1,104 @@
+"""`rebase check`: probe the policy and reward servers before a long run."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rebase_cli.cli.check_table import findings_table
+from rebase_cli.cli.common import console, err_console, open_db, print_json
+from rebase_cli.datasets import FieldMap
+from rebase_cli.runner.setup import RunRequest
+
+Opt = typer.Option
+
+
+def check(
+    dataset: Annotated[str | None, Opt(help="gsm8k, math500, or a JSONL file.")] = None,
+    config: Annotated[Path | None, Opt(help="YAML config, as for `rebase search`.")] = None,
+    template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
+    policy: Annotated[str | None, Opt(help="Policy URL, or `sim` (default: registered).")] = None,
+    reward: Annotated[str | None, Opt(help="Reward URL, or `sim` (default: registered).")] = None,
+    reward_protocol: Annotated[str | None, Opt(help="score, classify or pooling.")] = None,
+    policy_model: Annotated[str | None, Opt(help="Model name at the policy server.")] = None,
+    reward_model: Annotated[str | None, Opt(help="Model name at the reward server.")] = None,
+    policy_api_key: Annotated[
+        str | None, Opt(envvar="REBASE_POLICY_API_KEY", help="Never stored.", show_default=False)
+    ] = None,
+    reward_api_key: Annotated[
+        str | None, Opt(envvar="REBASE_REWARD_API_KEY", help="Never stored.", show_default=False)
+    ] = None,
+    temperature: Annotated[float | None, Opt(help="Policy sampling temperature (1.0).")] = None,
+    top_p: Annotated[float | None, Opt(help="Policy nucleus sampling (1.0).")] = None,
+    seed: Annotated[int | None, Opt(help="Seed of the probes (0).")] = None,
+    max_step_tokens: Annotated[int | None, Opt(help="Max tokens per step (256).")] = None,
+    max_tokens: Annotated[int | None, Opt(help="Max tokens per path (1024).")] = None,
+    max_depth: Annotated[int | None, Opt(help="Max steps per path (25).")] = None,
+    request_timeout: Annotated[float | None, Opt(help="Seconds per request (120).")] = None,
+    server_wait: Annotated[float | None, Opt(help="Seconds to wait for a down server.")] = None,
+    question_field: Annotated[str | None, Opt(help="JSONL field of the question.")] = None,
+    answer_field: Annotated[str | None, Opt(help="JSONL field of the answer.")] = None,
+    quick: Annotated[
+        bool,
+        Opt("--quick", help="Only the cheap probes `rebase search` runs (no rollouts)."),
+    ] = False,
+    json_output: Annotated[bool, Opt("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Probe the servers a search with these options would use, and exit 1 on a blocker.
+
+    Checks the server kinds and versions; that n, seeds and stop reporting are honoured; on two
+    dataset questions, that the policy ends steps at the template's delimiter and gives an answer
+    the template can read within the limits; that the template's label tokens are single,
+    distinct tokens of the reward model; and that the PRM scores a correct and a wrong step
+    differently."""
+    from rebase_cli.runner.check_service import check_servers
+    from rebase_cli.runner.service import EndpointRequest
+
+    explicit: dict[str, Any] = {
+        "template": template,
+        "reward_protocol": reward_protocol,
+        "seed": seed,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_step_tokens": max_step_tokens,
+        "max_tokens": max_tokens,
+        "max_depth": max_depth,
+        "request_timeout": request_timeout,
+        "server_wait": server_wait,
+    }
+    run_request = RunRequest(
+        dataset=dataset,
+        overrides={k: v for k, v in explicit.items() if v is not None},
+        config_file=config,
+        fields=FieldMap(question=question_field, answer=answer_field)
+        if question_field or answer_field
+        else None,
+    )
+    endpoints = EndpointRequest(
+        policy=policy,
+        reward=reward,
+        policy_api_key=policy_api_key,
+        reward_api_key=reward_api_key,
+        policy_model=policy_model,
+        reward_model=reward_model,
+    )
+    db = open_db()
+    with err_console.status("probing the servers..."):
+        report = asyncio.run(check_servers(db, run_request, endpoints, full=not quick))
+    if json_output:
+        print_json(report.as_dict())
+    else:
+        console.print(
+            f"policy {report.policy_url}, reward {report.reward_url} ({report.reward_protocol}), "
+            f"template {report.template}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(findings_table(f.__dict__ for f in report.findings))
+    if report.blockers:
+        names = ", ".join(f.check for f in report.blockers)
+        err_console.print(f"[bold red]blocked[/]: {names}", highlight=False)
+        raise typer.Exit(1)
