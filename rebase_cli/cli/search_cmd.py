@@ -24,8 +24,21 @@ def search(
     method: Annotated[str | None, Opt(help="rebase, sample or beam.")] = None,
     config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
     template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
-    policy: Annotated[str | None, Opt(help="Policy URL, or `sim`.")] = None,
-    reward: Annotated[str | None, Opt(help="Reward URL, or `sim`.")] = None,
+    policy: Annotated[
+        list[str] | None,
+        Opt(
+            help="Policy URL, or `sim`. Several servers: repeat it or separate with commas.",
+            show_default=False,
+        ),
+    ] = None,
+    reward: Annotated[
+        list[str] | None,
+        Opt(
+            help="Reward URL, or `sim`. Several servers: repeat it or separate with commas "
+            "(each problem stays on one; a dead one's problems move).",
+            show_default=False,
+        ),
+    ] = None,
     reward_protocol: Annotated[str | None, Opt(help="score, classify or pooling.")] = None,
     limit: Annotated[int | None, Opt(help="Only the first K problems.")] = None,
     concurrency: Annotated[int | None, Opt(help="Problems searched at once.")] = None,
@@ -98,8 +111,8 @@ def search(
         name=name,
     )
     endpoints = EndpointRequest(
-        policy=policy,
-        reward=reward,
+        policy=",".join(policy) if policy else None,
+        reward=",".join(reward) if reward else None,
         policy_api_key=policy_api_key,
         reward_api_key=reward_api_key,
         policy_model=policy_model,

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rebase_cli.clients.pool import make_endpoint
 from rebase_cli.clients.retry import MalformedResponse, RetryPolicy
-from rebase_cli.clients.transport import Endpoint, parse_json
+from rebase_cli.clients.transport import parse_json
 from rebase_cli.domain import Completion, StepBatch
 
 COMPLETIONS = "/v1/completions"
@@ -124,7 +125,7 @@ class PolicyClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         model: str | None = None,
         api_key: str | None = None,
@@ -135,7 +136,7 @@ class PolicyClient:
     ) -> None:
         if max_n is not None and max_n < 1:
             raise ValueError("max_n must be >= 1")
-        self.endpoint = Endpoint(
+        self.endpoint = make_endpoint(
             "policy",
             base_url,
             api_key=api_key,
@@ -242,7 +243,10 @@ class PolicyClient:
 
         stop = params.get("stop") or ()
         return await self.endpoint.call(
-            COMPLETIONS, send, lambda text: parse_reply(parse_json(text), n, text, stop)
+            COMPLETIONS,
+            send,
+            lambda text: parse_reply(parse_json(text), n, text, stop),
+            tokens=lambda reply: reply.prompt_tokens + reply.completion_tokens,
         )
 
     def _observe(self, reply: Reply) -> None:

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from rebase_cli.clients.policy import PolicyClient
+from rebase_cli.clients.pool import server_figures, split_urls
 from rebase_cli.clients.retry import RetryPolicy
 from rebase_cli.clients.reward import HttpReward, make_reward_client
 from rebase_cli.datasets import load_dataset
@@ -52,7 +53,12 @@ def _endpoint(
         assert sim_url is not None
         return sim_url, None
     if given is not None:
-        return given, api_key
+        urls = split_urls(given)
+        if SIM in urls:
+            raise UsageError(
+                f"--{role} sim cannot be combined with URLs", f"pass --{role} sim alone"
+            )
+        return ",".join(urls), api_key
     server = healthy_server(db, role)
     if server is None:
         raise UsageError(
@@ -137,6 +143,18 @@ async def connected_clients(
         yield policy, reward, endpoints
 
 
+def run_capabilities(policy: PolicyClient, reward: HttpReward) -> dict:
+    """What goes into `run.capabilities_json`: what the policy server supports, and, for roles
+    served by several URLs, each server's figures (requests, failed attempts, tokens, outages)
+    in this session."""
+    capabilities: dict = dict(policy.capabilities)
+    for role, client in (("policy", policy), ("reward", reward)):
+        figures = server_figures(client.endpoint)
+        if figures is not None:
+            capabilities[f"{role}_servers"] = figures
+    return capabilities
+
+
 def strategy_for(config: SearchConfig) -> Strategy:
     """The search strategy a config asks for, with its parameters."""
     return get_strategy(
@@ -205,6 +223,6 @@ async def run_search(
         finally:
             # What the policy server supports (n > 1, matched_stop, usage) goes into the run.
             await asyncio.to_thread(
-                repo.set_run_capabilities, db, prepared.run.id, policy.capabilities
+                repo.set_run_capabilities, db, prepared.run.id, run_capabilities(policy, reward)
             )
         return prepared, outcome

@@ -314,6 +314,24 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
             }
         )
 
+    async def server_info(request: Request) -> Response:
+        # What SGLang's /server_info (formerly /get_server_info) reports of its arguments; the
+        # SGLang router reads served_model_name (else model_path) from it to route by model.
+        model = sim.models()[0]
+        return _json(
+            {
+                "model_path": model,
+                "served_model_name": model,
+                "tokenizer_path": model,
+                "tp_size": 1,
+                "dp_size": 1,
+                "host": sim.config.host,
+                "port": sim.config.port,
+                "is_embedding": not sim.config.serves_policy,
+                "simulated": True,
+            }
+        )
+
     async def stats(request: Request) -> Response:
         return _json(sim.stats())
 
@@ -328,6 +346,8 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
         Route("/health", health, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/model_info", model_info, methods=["GET"]),
+        Route("/server_info", server_info, methods=["GET"]),
+        Route("/get_server_info", server_info, methods=["GET"]),
         Route(
             "/v1/completions",
             model_route("/v1/completions", sim.complete, cfg.serves_policy, policy_hint),
