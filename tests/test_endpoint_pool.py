@@ -11,10 +11,11 @@ import urllib.request
 import pytest
 
 from rebase_cli.clients import PolicyClient, affinity, make_reward_client
-from rebase_cli.clients.pool import EndpointPool, server_figures, split_urls
+from rebase_cli.clients.pool import EndpointPool, server_figures
 from rebase_cli.clients.retry import RetryPolicy
 from rebase_cli.errors import EndpointError, UsageError
 from rebase_cli.sim.spawn import SpawnedSimulator, spawn
+from rebase_cli.url_lists import split_urls
 from tests.search_helpers import _data_env, port_of
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?"  # noqa: E501

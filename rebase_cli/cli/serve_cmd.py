@@ -10,10 +10,11 @@ from rich.table import Table
 
 from rebase_cli.cli.common import console, db_path, err_console, open_db, print_json
 from rebase_cli.errors import NotFoundError, ServeError, UsageError
-from rebase_cli.serving import registry, service
+from rebase_cli.serving import registry, router, service
 from rebase_cli.serving.health import StartupError
-from rebase_cli.serving.launchers import EngineName, Role, ServeSpec
+from rebase_cli.serving.launchers import EngineName, Launcher, Role, ServeSpec, get_launcher
 from rebase_cli.serving.logs import LogFollower, follow, tail_lines
+from rebase_cli.url_lists import split_urls
 
 app = typer.Typer(help="Launch and manage policy and reward servers.", no_args_is_help=True)
 
@@ -101,6 +102,25 @@ def _role_command(role: Role):
                 show_default=False,
             ),
         ] = None,
+        replicas: Annotated[
+            int | None,
+            typer.Option(
+                help="Start K servers behind the SGLang router (cache-aware routing), "
+                "registered as one policy server.",
+                hidden=role != "policy",
+                show_default=False,
+            ),
+        ] = None,
+        worker_urls: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--worker-urls",
+                help="Servers already running (other nodes) to put behind the router too; "
+                "repeat it or separate with commas.",
+                hidden=role != "policy",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         spec = ServeSpec(
             role=role,
@@ -117,7 +137,14 @@ def _role_command(role: Role):
             device=device,
             extra_args=tuple(extra or ()),
         )
-        _serve(spec, detach=detach, timeout=timeout)
+        launcher = None
+        if replicas is not None or worker_urls:
+            launcher = router.GroupLauncher(
+                get_launcher(engine.value) if replicas else None,
+                replicas or 0,
+                split_urls(worker_urls or []),
+            )
+        _serve(spec, detach=detach, timeout=timeout, launcher=launcher)
 
     command.__doc__ = (
         f"Start a {role} server and wait until it is ready.\n\n"
@@ -131,12 +158,14 @@ app.command("policy")(_role_command("policy"))
 app.command("reward")(_role_command("reward"))
 
 
-def _serve(spec: ServeSpec, *, detach: bool, timeout: float | None) -> None:
+def _serve(
+    spec: ServeSpec, *, detach: bool, timeout: float | None, launcher: Launcher | None = None
+) -> None:
     if timeout is not None and timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
     db = open_db()
     log_dir = service.log_dir_for(db_path())
-    what = f"{spec.role} server ({spec.engine})"
+    what = f"{spec.role} server ({launcher.name if launcher else spec.engine})"
     try:
         with service.sigterm_as_interrupt():
             if detach:
@@ -146,12 +175,17 @@ def _serve(spec: ServeSpec, *, detach: bool, timeout: float | None) -> None:
                         status.update(f"starting {what}: {phase} ({elapsed:.0f} s)")
 
                     started = service.start_server(
-                        db, spec, log_dir=log_dir, timeout=timeout, on_progress=progress
+                        db,
+                        spec,
+                        log_dir=log_dir,
+                        timeout=timeout,
+                        on_progress=progress,
+                        launcher=launcher,
                     )
                 _ready_line(started, detached=True)
                 return
             started = service.start_server(
-                db, spec, log_dir=log_dir, timeout=timeout, on_log=_write_log
+                db, spec, log_dir=log_dir, timeout=timeout, on_log=_write_log, launcher=launcher
             )
             _ready_line(started, detached=False)
             code = service.supervise(db, started, write=_write_log)

@@ -31,6 +31,7 @@ from rebase_cli.clients import affinity
 from rebase_cli.clients.retry import RetryPolicy, Target, is_transient, is_unreachable, with_retries
 from rebase_cli.clients.transport import Caller, Endpoint
 from rebase_cli.errors import EndpointError, UsageError
+from rebase_cli.url_lists import split_urls
 
 T = TypeVar("T")
 logger = logging.getLogger("rebase.pool")
@@ -39,12 +40,6 @@ logger = logging.getLogger("rebase.pool")
 _ATTEMPT_MEMBER: ContextVar[Endpoint | None] = ContextVar("rebase_pool_member", default=None)
 HEALTH_PATH = "/health"
 HEALTH_TIMEOUT_S = 5.0
-
-
-def split_urls(given: str | Sequence[str]) -> tuple[str, ...]:
-    """The URLs of a `--reward`/`--policy` value: comma-separated and/or repeated."""
-    parts = [given] if isinstance(given, str) else list(given)
-    return tuple(url.strip() for part in parts for url in part.split(",") if url.strip())
 
 
 @dataclass

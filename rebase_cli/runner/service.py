@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from rebase_cli.clients.policy import PolicyClient
-from rebase_cli.clients.pool import server_figures, split_urls
+from rebase_cli.clients.pool import server_figures
 from rebase_cli.clients.retry import RetryPolicy
 from rebase_cli.clients.reward import HttpReward, make_reward_client
 from rebase_cli.datasets import load_dataset
@@ -26,6 +26,7 @@ from rebase_cli.serving.registry import healthy_server
 from rebase_cli.sim.config import SimConfig
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
+from rebase_cli.url_lists import split_urls
 
 SIM = "sim"
 SIM_POLICY_MODEL = SimConfig.policy_model

@@ -1,0 +1,113 @@
+"""Scale-out for real on CPU: `rebase serve policy --replicas 2 --engine sim` starts two
+simulator workers behind the real SGLang router (the `sglang-router` dev dependency), two
+simulator reward servers are given to `rebase search` as two URLs, and one policy worker and
+one reward server are killed mid-run. The run completes with every problem done and the same
+tree as an uninterrupted run against one simulator (the simulator's default flavour honours
+seeds, so a tree does not depend on which server answered)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+
+from rebase_cli.sim.spawn import SpawnedSimulator, spawn
+from tests.search_helpers import (
+    _data_env,
+    diff_runs,
+    dump_run,
+    node_count,
+    query,
+    rebase,
+    reference_run,
+    run_ids,
+    start_rebase,
+    wait_until,
+)
+
+BUDGET, LIMIT, SEED = 8, 8, 7
+LATENCY = ("--base-ms", "40")  # long enough a run to kill servers in the middle of it
+
+
+def reward_server() -> SpawnedSimulator:
+    return spawn(
+        ["--role", "reward", "--port", "0", "--dataset", "gsm8k", *LATENCY], env=_data_env()
+    )
+
+
+def group_workers(log: str) -> dict[int, int]:
+    """Worker index → pid, from the group supervisor's log lines."""
+    return {int(i): int(pid) for i, pid in re.findall(r"rebase-group: worker (\d+) pid (\d+)", log)}
+
+
+def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path) -> None:
+    db = tmp_path / "rebase.db"
+    expected = reference_run(tmp_path, budget=BUDGET, limit=LIMIT, seed=SEED)
+    served = rebase(
+        db,
+        *("serve", "policy", "--engine", "sim", "--replicas", "2", "--port", "0", "--detach"),
+        *("--", *LATENCY),
+        timeout=120,
+    )
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert "sim+router" in served.stderr and "model sim-policy" in served.stderr
+    workers: dict[int, int] = {}
+    try:
+        status = json.loads(rebase(db, "serve", "status", "--json").stdout)
+        (group,) = status
+        assert group["engine"] == "sim+router" and group["healthy"] is True
+        log_path = Path(group["log_path"])
+        workers = group_workers(log_path.read_text())
+        assert sorted(workers) == [0, 1]
+
+        with reward_server() as doomed, reward_server() as survivor:
+            search = start_rebase(
+                db,
+                *("search", "--dataset", "gsm8k", "--budget", str(BUDGET)),
+                *("--limit", str(LIMIT), "--seed", str(SEED), "--concurrency", "4"),
+                *("--policy", group["url"], "--reward", doomed.url, "--reward", survivor.url),
+                logs=tmp_path / "logs",
+            )
+            # Kill once a few levels are committed, far from the end of the run.
+            wait_until(lambda: node_count(db) >= 40, timeout=120)
+            os.kill(workers[0], signal.SIGKILL)
+            doomed.process.send_signal(signal.SIGKILL)
+            done_at_kill = node_count(db)
+            code = search.wait(timeout=300)
+            assert code == 0, search.output()
+        assert done_at_kill < sum(len(p["nodes"]) for p in expected.values())
+
+        run_id = run_ids(db)[-1]
+        statuses = query(db, "SELECT status FROM problem WHERE run_id = ?", (run_id,))
+        assert [s for (s,) in statuses] == ["done"] * LIMIT
+        assert diff_runs(expected, dump_run(db, run_id)) == []
+
+        (capabilities,) = query(db, "SELECT capabilities_json FROM run WHERE id = ?", (run_id,))
+        reward_figures = json.loads(capabilities[0])["reward_servers"]
+        assert reward_figures[doomed.url]["outages"] == 1
+        assert reward_figures[doomed.url]["problems_moved_away"] >= 1
+        assert reward_figures[survivor.url]["problems"] == LIMIT
+
+        # The group noticed its worker's death and still serves through the other one.
+        assert "worker 0 at" in log_path.read_text() and "exited" in log_path.read_text()
+        after = json.loads(rebase(db, "serve", "status", "--json").stdout)
+        assert after[0]["healthy"] is True
+    finally:
+        stopped = rebase(db, "serve", "stop", "policy")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    for pid in workers.values():
+        assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes: its parent (the supervisor) has exited.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
