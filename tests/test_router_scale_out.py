@@ -90,6 +90,13 @@ def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path
         assert reward_figures[doomed.url]["problems_moved_away"] >= 1
         assert reward_figures[survivor.url]["problems"] == LIMIT
 
+        # The figures reach the search's summary and the report.
+        assert f"reward server {doomed.url}: " in search.stdout
+        report = json.loads(rebase(db, "report", f"run-{run_id}", "--format", "json").stdout)
+        rows = {(r["role"], r["url"]): r for r in report["runs"][0]["servers"]}
+        assert rows[("reward", doomed.url)]["outages"] == 1
+        assert rows[("reward", survivor.url)]["requests"] > 0
+
         # The group noticed its worker's death and still serves through the other one.
         assert "worker 0 at" in log_path.read_text() and "exited" in log_path.read_text()
         after = json.loads(rebase(db, "serve", "status", "--json").stdout)

@@ -12,6 +12,7 @@ from rebase_cli.cli.common import console, err_console, open_db, print_json
 from rebase_cli.cli.search_progress import ProgressEvents
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
+from rebase_cli.reports.servers import server_rows
 from rebase_cli.runner.setup import RunRequest
 from rebase_cli.store import repository as repo
 
@@ -143,6 +144,9 @@ def search(
     totals = repo.run_totals(db, prepared.run.id)
     summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
                "wall_seconds": round(outcome.wall_seconds, 2)}  # fmt: skip
+    servers = server_rows(repo.resolve_run(db, str(prepared.run.id)))
+    if servers:
+        summary["servers"] = servers
     if json_output:
         print_json(summary)
     else:
@@ -152,6 +156,13 @@ def search(
             f"{totals['policy_prompt_tokens'] + totals['policy_completion_tokens']:,} policy "
             f"tokens, {totals['reward_tokens']:,} reward tokens in {outcome.wall_seconds:.1f}s"
         )
+        for row in servers:
+            out.print(
+                f"  {row['role']} server {row['url']}: {row['requests']:,} requests, "
+                f"{row['failed_attempts']} failed attempts, {row['tokens']:,} tokens, "
+                f"{row['outages']} outages, {row['problems_moved_away']} problems moved away",
+                highlight=False,
+            )
         for index, error in outcome.failures[:10]:
             out.print(f"  [red]problem {index} failed[/]: {error}")
     if outcome.interrupted:

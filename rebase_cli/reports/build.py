@@ -29,6 +29,7 @@ from rebase_cli.reports.labels import SIMULATED_LABEL
 from rebase_cli.reports.loading import RunData, load_run_data
 from rebase_cli.reports.schema import SCHEMA_ID
 from rebase_cli.reports.selection import select
+from rebase_cli.reports.servers import server_rows
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
 
@@ -110,6 +111,7 @@ def build_run_report(
             "subject": breakdown(correct, subjects),
             "level": breakdown(correct, levels, sort_key=lambda level: int(level)),
         },
+        "servers": server_rows(run),
         "failed": [
             {"index": int(data.problems.index[i]), "error": data.problems.error[i] or ""}
             for i, status in enumerate(data.problems.status)

@@ -1,0 +1,66 @@
+"""`rebase serve policy --replicas / --worker-urls`: what is refused, and a router joining
+servers that are already running (which `serve stop` must leave running)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rebase_cli.serving.launchers import ServeSpec
+from rebase_cli.serving.router import GroupLauncher, GroupPlan
+from rebase_cli.sim.spawn import spawn
+from tests.search_helpers import _data_env, rebase
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["reward", "--engine", "sim", "--replicas", "2"], "fronts only policy servers"),
+        (["policy", "--engine", "sim", "--replicas", "2", "--api-key", "k"], "--api-key"),
+        (["policy", "--engine", "sim", "--replicas", "0"], "--replicas must be at least 1"),
+    ],
+)
+def test_refused_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    done = rebase(tmp_path / "rebase.db", "serve", *args, "--port", "0", "--detach")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert json.loads(rebase(tmp_path / "rebase.db", "serve", "status", "--json").stdout) == []
+
+
+def test_the_plan_on_the_command_line_never_holds_the_api_key() -> None:
+    spec = ServeSpec(role="policy", engine="sglang", model="m", tp=2, api_key="secret", port=1)
+    plan = GroupLauncher(None, 0, ["http://a:1"]).plan(spec)
+    assert "secret" not in plan.to_json()
+    again = GroupPlan.from_json(plan.to_json())
+    assert again.worker.api_key is None and again.worker.tp == 2
+    assert again.worker_urls == ("http://a:1",)
+
+
+def test_worker_urls_join_running_servers_and_stop_leaves_them(tmp_path: Path) -> None:
+    db = tmp_path / "rebase.db"
+    args = ["--role", "policy", "--port", "0", "--dataset", "gsm8k"]
+    with spawn(args, env=_data_env()) as first, spawn(args, env=_data_env()) as second:
+        served = rebase(
+            db,
+            *("serve", "policy", "--worker-urls", f"{first.url},{second.url}"),
+            *("--port", "0", "--detach"),
+            timeout=120,
+        )
+        assert served.returncode == 0, served.stdout + served.stderr
+        try:
+            (group,) = json.loads(rebase(db, "serve", "status", "--json").stdout)
+            assert group["engine"] == "external+router"
+            assert group["model"] == "sim-policy" and group["healthy"] is True
+            # `rebase search` finds the registered router as its policy server.
+            found = rebase(
+                db, "search", "--dataset", "gsm8k", "--budget", "4", "--limit", "2",
+                "--reward", "sim", "--json",
+            )  # fmt: skip
+            assert found.returncode == 0, found.stdout + found.stderr
+            assert json.loads(found.stdout)["done"] == 2
+        finally:
+            stopped = rebase(db, "serve", "stop", "policy")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert first.process.poll() is None and second.process.poll() is None
