@@ -4,6 +4,7 @@ servers that are already running (which `serve stop` must leave running)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,16 @@ def test_worker_urls_join_running_servers_and_stop_leaves_them(tmp_path: Path) -
             stopped = rebase(db, "serve", "stop", "policy")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert first.process.poll() is None and second.process.poll() is None
+
+
+def test_slurm_example_is_valid_bash_and_uses_existing_flags() -> None:
+    script = Path(__file__).resolve().parents[1] / "examples" / "slurm-multinode.sbatch"
+    checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    text = script.read_text()
+    serve_help = rebase(Path("/nonexistent/x.db"), "serve", "policy", "--help").stdout
+    search_help = rebase(Path("/nonexistent/x.db"), "search", "--help").stdout
+    for flag in ("--worker-urls", "--host", "--port", "--detach", "--timeout", "--model"):
+        assert flag in text and flag in serve_help
+    for flag in ("--reward", "--policy", "--concurrency", "--budget", "--dataset"):
+        assert flag in text and flag in search_help
