@@ -101,6 +101,16 @@ def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path
         assert "worker 0 at" in log_path.read_text() and "exited" in log_path.read_text()
         after = json.loads(rebase(db, "serve", "status", "--json").stdout)
         assert after[0]["healthy"] is True
+        # The router's own health checks take the dead worker out (3 failed checks, 5 s apart).
+        dead_url = re.search(r"worker 0 pid \d+ at (\S+)", log_path.read_text()).group(1)
+
+        def router_dropped_it() -> bool:
+            (state,) = json.loads(rebase(db, "serve", "status", "--json").stdout)
+            return {w["url"]: w["healthy"] for w in state["workers"]}.get(dead_url) is False
+
+        wait_until(router_dropped_it, timeout=60, every=1)
+        table = rebase(db, "serve", "status").stdout
+        assert "(1/2 workers)" in table
     finally:
         stopped = rebase(db, "serve", "stop", "policy")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr

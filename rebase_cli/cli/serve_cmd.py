@@ -227,10 +227,23 @@ def _ready_line(started: service.StartedServer, *, detached: bool) -> None:
 @app.command("status")
 def status_cmd(json_output: JsonFlag = False) -> None:
     """Show the servers started by rebase: alive (the recorded process runs) and healthy
-    (/health answers 200)."""
+    (/health answers 200); for a router, its workers as the router sees them."""
     states = registry.server_states(open_db())
+    workers = {
+        state.row.id: router.router_workers(state.row.url)
+        for state in states
+        if state.healthy and state.row.engine.endswith(router.ENGINE_SUFFIX)
+    }
     if json_output:
-        print_json([state.as_dict() for state in states])
+        print_json(
+            [
+                {
+                    **state.as_dict(),
+                    **({"workers": workers[state.row.id]} if state.row.id in workers else {}),
+                }
+                for state in states
+            ]
+        )
         return
     if not states:
         console.print("no servers registered (start one with `rebase serve policy --detach`)")
@@ -251,10 +264,19 @@ def status_cmd(json_output: JsonFlag = False) -> None:
             row.url,
             str(row.pid),
             "[green]yes[/]" if state.alive else "[red]dead[/]",
-            "[green]yes[/]" if state.healthy else "[red]no[/]",
+            ("[green]yes[/]" if state.healthy else "[red]no[/]")
+            + _workers_text(workers.get(row.id)),
             registry.uptime_text(state.uptime_seconds),
         )
     console.print(table)
+
+
+def _workers_text(workers: list[dict] | None) -> str:
+    if workers is None:
+        return ""
+    healthy = sum(1 for w in workers if w["healthy"])
+    colour = "green" if healthy == len(workers) else "yellow"
+    return f" [{colour}]({healthy}/{len(workers)} workers)[/]"
 
 
 @app.command("stop")

@@ -25,6 +25,7 @@ from rebase_cli.serving import launchers
 from rebase_cli.serving.launchers import Launcher, ServeSpec
 
 ROUTER_POLICY = "cache_aware"
+ENGINE_SUFFIX = "+router"  # the engine name of a registered router group ends with it
 # The router's default is one check a minute; a dead worker should leave the rotation sooner.
 ROUTER_HEALTH_INTERVAL_S = 5
 
@@ -103,7 +104,7 @@ class GroupLauncher:
         self.inner = inner
         self.replicas = replicas
         self.worker_urls = tuple(worker_urls)
-        self.name = f"{inner.name if inner and replicas else 'external'}+router"
+        self.name = f"{inner.name if inner and replicas else 'external'}{ENGINE_SUFFIX}"
         self.default_timeout = (inner.default_timeout if inner and replicas else 0.0) + 60.0
         if inner is not None and replicas:
             self.options = inner.options - {"api_key"}
@@ -158,3 +159,15 @@ class GroupLauncher:
 
     def env(self, spec: ServeSpec) -> Mapping[str, str]:
         return self.inner.env(spec) if self.inner is not None else {}
+
+
+def router_workers(url: str, timeout: float = 2.0) -> list[dict[str, object]] | None:
+    """The workers the router at `url` routes to, as [{"url", "healthy"}], from its GET
+    /workers; None when it does not answer."""
+    import httpx
+
+    try:
+        data = httpx.get(f"{url}/workers", timeout=timeout).json()
+        return [{"url": w["url"], "healthy": bool(w["is_healthy"])} for w in data["workers"]]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
