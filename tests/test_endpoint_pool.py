@@ -182,3 +182,28 @@ def test_policy_client_spreads_problems_over_its_servers() -> None:
                 await single.aclose()
 
         asyncio.run(scenario())
+
+
+def test_a_server_failing_every_attempt_is_ejected_after_three() -> None:
+    # It answers /health but every scoring request gets HTTP 500: after three failed attempts
+    # in a row its problem moves to the healthy server.
+    with reward_sim("--fault-500", "1.0") as broken, reward_sim() as healthy:
+        retry = RetryPolicy(
+            max_attempts=6, timeout=10, max_total_wait=8, backoff_initial=0.05, jitter=0
+        )
+
+        async def scenario() -> None:
+            client = make_reward_client("score", [broken.url, healthy.url], retry=retry)
+            pool = client.endpoint
+            try:
+                batch = await score_as(client, 1)  # the first problem goes to the first server
+                assert batch.retries == 3
+                figures = pool.figures()
+                assert figures[broken.url]["failed_attempts"] == 3
+                assert figures[broken.url]["outages"] == 1
+                assert figures[broken.url]["problems_moved_away"] == 1
+                assert figures[healthy.url]["requests"] == 1
+            finally:
+                await client.aclose()
+
+        asyncio.run(scenario())
