@@ -65,7 +65,9 @@ class NodeSnapshot:
     """What a search strategy may know about a node: no text, no I/O handles.
 
     `key` orders nodes deterministically (creation order within the problem); ties in score
-    are broken by it, ascending.
+    are broken by it, ascending. `lineage` is the key of the node's depth-1 ancestor (itself at
+    depth 1; None for the root): which first step the path descends from, what DVTS groups its
+    subtrees by.
     """
 
     key: int
@@ -73,15 +75,19 @@ class NodeSnapshot:
     score: float
     terminal: bool
     path_tokens: int
+    lineage: int | None = None
 
 
 @dataclass(frozen=True)
 class Expansion:
-    """A strategy's decision for one node at one depth: its softmax share and child count."""
+    """A strategy's decision for one node at one depth: its share (softmax share, resampling
+    probability, or uniform share of a kept beam), its child count, and for strategies that
+    split the budget into independent subtrees (DVTS) the subtree it belongs to."""
 
     key: int
     weight: float
     children: int
+    subtree: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,12 +107,19 @@ class LevelDecision:
 
 @dataclass(frozen=True)
 class Completion:
-    """One choice returned by the policy for a step request."""
+    """One choice returned by the policy for a step request.
+
+    `eos`: the server said the model ended the sequence (vLLM's `stop_reason: null` with
+    finish_reason "stop"); SGLang says it with an int `matched_stop` instead.
+    `exact_tokens`: `completion_tokens` is the server's own count for this choice (token ids,
+    or the usage of a one-choice reply), not a share of a summed usage."""
 
     text: str
     finish_reason: str
     matched_stop: str | int | None
     completion_tokens: int
+    eos: bool = False
+    exact_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,7 @@ class StepBatch:
     completion_tokens: int
     requests: int
     retries: int = 0
+    seeded: bool = True  # the seed was sent to a server that applies it
 
 
 @dataclass(frozen=True)
@@ -169,12 +183,13 @@ class LevelCounters:
 class LevelCommit:
     """Everything one depth step of one problem writes, committed in one transaction.
 
-    `allocations` are (parent_ordinal at depth-1, weight, children). When `finished` is set the
-    problem's status becomes done (or failed with `error`)."""
+    `allocations` are (parent_ordinal at depth-1, weight, children), optionally followed by the
+    parent's subtree. When `finished` is set the problem's status becomes done (or failed with
+    `error`)."""
 
     depth: int
     nodes: tuple[NewNode, ...]
-    allocations: tuple[tuple[int, float, int], ...] = ()
+    allocations: tuple[tuple[int, float, int] | tuple[int, float, int, int | None], ...] = ()
     counters: LevelCounters = field(default_factory=LevelCounters)
     finished: bool = False
     error: str | None = None

@@ -42,11 +42,22 @@ class PrmFormat:
     step_separator: str = "\n"
     pooling_step_tag: str = "<extra_0>"
     system: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    # The outcome reward model's chat format for /classify, with {question} and {answer} (the
+    # steps joined by step_separator). SGLang's /classify applies no chat template, and reward
+    # models trained on chat turns (Skywork-Reward) score plain text badly. None: plain text.
+    classify_chat: str | None = None
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A prompt format. Invariant: `step_delimiter` is the first entry of `stop`."""
+    """A prompt format. Invariant: `step_delimiter` is the first entry of `stop`.
+
+    `next_step_stop` (e.g. "Step {k}") makes the stop string depend on the depth: a step is
+    generated until the policy starts writing the next step's tag, {k} being that next step's
+    number (the authors' `stop="Step " + str(depth + 2)`). The server strips the stop string,
+    so a child's prompt is its parent's plus the step text alone, and the policy writes each
+    step's tag itself (see `stops_for`, `extend`); `step_delimiter` then only says where the
+    lines of a step's text break."""
 
     name: str
     prompt: str
@@ -58,18 +69,42 @@ class PromptTemplate:
     extra_stop: tuple[str, ...] = ()
     description: str = ""
     prm: PrmFormat = field(default_factory=PrmFormat)
+    next_step_stop: str | None = None
 
     @property
     def stop(self) -> tuple[str, ...]:
         """Stop strings of a step request: the delimiter first, then any extra stops."""
         return (self.step_delimiter, *(s for s in self.extra_stop if s != self.step_delimiter))
 
+    def stops_for(self, depth: int) -> tuple[str, ...]:
+        """Stop strings of a request that expands a node at `depth` (its children are step
+        depth + 1, so the next step's tag is number depth + 2)."""
+        if self.next_step_stop is None:
+            return self.stop
+        tag = self.next_step_stop.replace("{k}", str(depth + 2))
+        return (tag, *(s for s in self.extra_stop if s != tag))
+
+    def is_step_end(self, matched_stop: str | int | None) -> bool:
+        """True when `matched_stop` (the stop string a server reports) ends a step."""
+        if not isinstance(matched_stop, str):
+            return False
+        if matched_stop == self.step_delimiter and self.next_step_stop is None:
+            return True
+        if self.next_step_stop is None:
+            return False
+        pattern = re.escape(self.next_step_stop).replace(re.escape("{k}"), r"\d+")
+        return re.fullmatch(pattern, matched_stop) is not None
+
     def render(self, question: str) -> str:
         """The root prompt for `question`."""
         return self.prompt.replace("{question}", question)
 
     def extend(self, prompt: str, step_text: str) -> str:
-        """The prompt of a child: parent prompt + its step + the delimiter."""
+        """The prompt of a child: parent prompt + its step + the delimiter (nothing after the
+        step with `next_step_stop`: the server stripped the stop string, the step text keeps
+        its own line break)."""
+        if self.next_step_stop is not None:
+            return prompt + step_text
         return prompt + step_text + self.step_delimiter
 
     def format_step(self, k: int, body: str) -> str:
@@ -86,7 +121,10 @@ class PromptTemplate:
 
     def digest(self) -> str:
         """sha256 of every field: two templates that prompt or parse differently differ."""
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+        fields_ = dataclasses.asdict(self)
+        if fields_["next_step_stop"] is None:  # templates without it keep their old digest
+            del fields_["next_step_stop"]
+        canonical = json.dumps(fields_, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def question_of(self, prompt: str) -> str | None:
@@ -158,6 +196,12 @@ def template_from_mapping(data: object, origin: str) -> PromptTemplate:
             f"{origin}: bad `prm` section", f"allowed keys: {', '.join(sorted(prm_known))}"
         )
     data["extra_stop"] = tuple(data.get("extra_stop") or ())
+    next_stop = data.get("next_step_stop")
+    if next_stop is not None and (not isinstance(next_stop, str) or "{k}" not in next_stop):
+        raise ConfigError(
+            f"{origin}: `next_step_stop` must be a string with {{k}} (the next step's number)",
+            'e.g. next_step_stop: "Step {k}"',
+        )
     if data.get("answer_regex"):
         try:
             re.compile(data["answer_regex"])

@@ -74,6 +74,17 @@ def test_expand_sends_one_request_with_n_and_reads_every_choice(server):
         "reports_matched_stop": True,
         "matched_stop_field": "matched_stop",
         "reports_usage": True,
+        # The fake serves neither /server_info nor /version: a plain OpenAI-compatible server,
+        # whose seed handling is unknown; without token ids, n > 1 counts are apportioned.
+        "server": "openai",
+        "server_version": None,
+        "server_detected": True,
+        "sampling_plan": "/v1/completions, n per request, seed + i per child",
+        "reproducible": False,
+        "reproducible_why": (
+            "the server does not say whether it applies seeds (no /server_info or /version)"
+        ),
+        "token_counts": "approximate",
     }
     [request] = server.requests_to("/v1/completions")
     assert request.body == {
@@ -394,26 +405,47 @@ def test_classify_protocol_squashes_raw_rewards_in_candidate_order(server):
     }
 
 
-def test_pooling_protocol_scores_each_candidate_by_its_last_step(server):
+def test_pooling_protocol_scores_a_sibling_group_in_one_request(server):
     def pooling(request):
-        steps = request.body["input"].count("<extra_0>")
-        rows = [[0.2, 0.8]] * (steps - 1) + [
-            [0.7, 0.3] if "bad" in request.body["input"] else [0.1, 0.9]
-        ]
-        return Reply.json({"data": [{"index": 0, "data": rows}], "usage": {"prompt_tokens": 30}})
+        data = []
+        # vLLM answers a list input with one result per input; reversed to check the order.
+        for index, text in reversed(list(enumerate(request.body["input"]))):
+            steps = text.count("<extra_0>")
+            last = [0.7, 0.3] if "bad" in text else [0.1, 0.9]
+            data.append({"index": index, "data": [[0.2, 0.8]] * (steps - 1) + [last]})
+        return Reply.json({"data": data, "usage": {"prompt_tokens": 60}})
 
     server.route("/pooling", pooling)
     prm = PrmFormat(pooling_step_tag="<extra_0>", system="Reason step by step.")
     batch = score(server, "pooling", ["good step", "bad step"], previous=["s1", "s2"], prm=prm)
     assert batch.scores == (0.9, 0.3)
-    assert (batch.tokens, batch.requests, batch.retries) == (60, 2, 0)
-    inputs = sorted(r.body["input"] for r in server.requests_to("/pooling"))
-    assert inputs[0] == (
+    assert (batch.tokens, batch.requests, batch.retries) == (60, 1, 0)
+    [request] = server.requests_to("/pooling")
+    assert request.body["task"] == "token_classify"
+    assert request.body["input"][1] == (
         "<|im_start|>system\nReason step by step.<|im_end|>\n"
         "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
         "<|im_start|>assistant\ns1<extra_0>s2<extra_0>bad step<extra_0><|im_end|>\n"
     )
-    assert {r.body["task"] for r in server.requests_to("/pooling")} == {"token_classify"}
+
+
+def test_classify_renders_the_templates_chat_format_when_it_has_one(server):
+    server.route(
+        "/classify",
+        lambda request: Reply.json([{"embedding": [0.0]} for _ in request.body["text"]]),
+    )
+    chat = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
+    score(
+        server, "classify", ["x = \\frac{1}{2}"], previous=["s1"], prm=PrmFormat(classify_chat=chat)
+    )
+    score(server, "classify", ["x = 1"], previous=["s1"], prm=PrmFormat())
+    chatted, plain = (r.body["text"][0] for r in server.requests_to("/classify"))
+    assert chatted == (
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+        "<|im_start|>assistant\ns1\nx = \\frac{1}{2}<|im_end|>\n"
+    )
+    assert plain == "What is 2+2? s1\nx = 1"
+    assert load_template("qwen-math").prm.classify_chat is not None
 
 
 def test_empty_sibling_groups_cost_no_request(server):
@@ -470,7 +502,9 @@ def sim_problem():
 
 
 def run_against_sim(config_changes, coro_factory):
-    config = SimConfig(role="both", port=0, datasets=("gsm8k",)).with_(**config_changes)
+    # vLLM, the flavour whose one n-request gives distinct, reproducible children.
+    config = SimConfig(role="both", flavour="vllm", port=0, datasets=("gsm8k",))
+    config = config.with_(**config_changes)
     with start_in_thread(config) as sim:
         return asyncio.run(coro_factory(sim.url))
 
@@ -503,11 +537,13 @@ def test_policy_and_every_reward_protocol_work_against_the_simulator(sim_problem
     assert all(c.text.startswith("Step 1: ") for c in batch.completions)
     assert all(c.matched_stop == "\n" for c in batch.completions if c.finish_reason == "stop")
     assert batch.completion_tokens == sum(c.completion_tokens for c in batch.completions) > 0
-    assert caps["n_supported"] is True and caps["matched_stop_field"] == "matched_stop"
+    assert caps["n_supported"] is True and caps["matched_stop_field"] == "stop_reason"
+    assert caps["server"] == "vllm" and caps["reproducible"] is True
+    assert caps["token_counts"] == "exact"
     for protocol, scored in scores.items():
         assert len(scored.scores) == 4, protocol
         assert all(0.0 <= s <= 1.0 for s in scored.scores), protocol
-    assert scores["pooling"].requests == 4 and scores["score"].requests == 1
+    assert scores["pooling"].requests == 1 and scores["score"].requests == 1
 
 
 def test_simulated_faults_are_retried_and_counted(sim_problem):

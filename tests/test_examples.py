@@ -35,3 +35,18 @@ def test_simulator_example_runs_end_to_end(tmp_path: Path) -> None:
     # Every path of the example's budget (16) ends in an answer on the simulator, whose policy
     # always finishes within the default depth and token limits.
     assert summary["finished_answers"] == 3 * 16
+
+
+def test_reference_profile_example_runs_with_the_authors_template(tmp_path: Path) -> None:
+    db = tmp_path / "reference.db"
+    result = CliRunner().invoke(
+        app,
+        ["--db", str(db), "search", "--dataset", "gsm8k", "--config",
+         str(EXAMPLES / "reference-profile.yaml"), "--limit", "2", "--policy", "sim",
+         "--reward", "sim", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = build_config(load_config_file(EXAMPLES / "reference-profile.yaml"))
+    assert (config.profile, config.template, config.budget) == ("reference", "authors-llemma", 16)
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["finished_answers"]) == (2, 2 * 16)

@@ -2,8 +2,10 @@
 simulator workers behind the real SGLang router (the `sglang-router` dev dependency), two
 simulator reward servers are given to `rebase search` as two URLs, and one policy worker and
 one reward server are killed mid-run. The run completes with every problem done and the same
-tree as an uninterrupted run against one simulator (the simulator's default flavour honours
-seeds, so a tree does not depend on which server answered)."""
+tree as an uninterrupted run against one policy and one reward simulator. The workers imitate
+SGLang with --enable-deterministic-inference (seeds honoured), what a reproducible search runs
+behind the router; the client identifies them through the router and, since the router refuses
+a /generate batch, asks one child per request."""
 
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from tests.search_helpers import (
     node_count,
     query,
     rebase,
-    reference_run,
     run_ids,
     start_rebase,
     wait_until,
@@ -37,6 +38,25 @@ def reward_server() -> SpawnedSimulator:
     )
 
 
+def uninterrupted_reference(db: Path) -> dict[int, dict]:
+    """The same search against one deterministic-SGLang policy simulator and one reward
+    simulator, nothing killed, asked one child per request as the router plan does."""
+    args = ["--port", "0", "--dataset", "gsm8k"]
+    with (
+        spawn(["--role", "policy", "--flavour", "sglang-deterministic", *args], env=_data_env())
+        as policy,
+        spawn(["--role", "reward", *args], env=_data_env()) as reward,
+    ):  # fmt: skip
+        done = rebase(
+            db,
+            *("search", "--dataset", "gsm8k", "--budget", str(BUDGET), "--limit", str(LIMIT)),
+            *("--seed", str(SEED), "--policy", policy.url, "--reward", reward.url),
+            *("--samples-per-request", "1"),
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return dump_run(db, run_ids(db)[-1])
+
+
 def group_workers(log: str) -> dict[int, int]:
     """Worker index → pid, from the group supervisor's log lines."""
     return {int(i): int(pid) for i, pid in re.findall(r"rebase-group: worker (\d+) pid (\d+)", log)}
@@ -44,11 +64,11 @@ def group_workers(log: str) -> dict[int, int]:
 
 def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path) -> None:
     db = tmp_path / "rebase.db"
-    expected = reference_run(tmp_path, budget=BUDGET, limit=LIMIT, seed=SEED)
+    expected = uninterrupted_reference(tmp_path / "reference.db")
     served = rebase(
         db,
         *("serve", "policy", "--engine", "sim", "--replicas", "2", "--port", "0", "--detach"),
-        *("--", *LATENCY),
+        *("--", "--flavour", "sglang-deterministic", *LATENCY),
         timeout=120,
     )
     assert served.returncode == 0, served.stdout + served.stderr
@@ -71,7 +91,8 @@ def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path
                 logs=tmp_path / "logs",
             )
             # Kill once a few levels are committed, far from the end of the run.
-            wait_until(lambda: node_count(db) >= 40, timeout=120)
+            wait_until(lambda: node_count(db) >= 40 or search.process.poll() is not None)
+            assert search.process.poll() is None, search.output()
             os.kill(workers[0], signal.SIGKILL)
             doomed.process.send_signal(signal.SIGKILL)
             done_at_kill = node_count(db)

@@ -118,3 +118,39 @@ def test_unknown_keys_are_always_refused_by_name(raw: dict) -> None:
         return
     with pytest.raises(ConfigError, match="unknown config key"):
         normalise_keys(raw, "cfg")
+
+
+def test_fingerprints_of_runs_stored_before_the_new_method_keys_are_unchanged() -> None:
+    import hashlib
+    import json
+
+    from rebase_cli.runner.config import SearchConfig
+
+    # The semantic keys of the first release: a run stored then has this fingerprint.
+    first_release_keys = (
+        "method", "budget", "balance_temperature", "temperature", "top_p", "max_step_tokens",
+        "max_tokens", "max_depth", "beam_expansion", "template", "reward_protocol", "seed",
+        "samples_per_request",
+    )  # fmt: skip
+    config = SearchConfig(budget=16, method="rebase")
+    old_semantic = {k: v for k, v in config.model_dump().items() if k in first_release_keys}
+    canonical = json.dumps(
+        {"config": old_semantic, "dataset_sha256": "sha", "template": "tpl"},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    assert fingerprint(config, "sha", "tpl") == hashlib.sha256(canonical.encode()).hexdigest()
+    hotter = SearchConfig(budget=16, method="particle", particle_temperature=0.5)
+    assert fingerprint(hotter, "sha", "tpl") != fingerprint(
+        SearchConfig(budget=16, method="particle"), "sha", "tpl"
+    )
+    whole = SearchConfig(budget=16, method="sample", sample_mode="whole")
+    assert fingerprint(whole, "sha", "tpl") != fingerprint(
+        SearchConfig(budget=16, method="sample"), "sha", "tpl"
+    )
+
+
+def test_whole_solution_mode_is_refused_for_methods_that_would_ignore_it() -> None:
+    with pytest.raises(ConfigError, match="sample_mode 'whole' applies to method 'sample' only"):
+        build_config({"budget": 4, "method": "dvts", "sample_mode": "whole"})
+    assert build_config({"budget": 4, "method": "sample", "sample_mode": "whole"}).budget == 4

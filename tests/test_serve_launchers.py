@@ -88,6 +88,11 @@ def test_redact_hides_api_keys_in_both_spellings() -> None:
         (ServeSpec(role="policy", engine="sim", reward_protocol="score"), "applies only to"),
         (ServeSpec(role="reward", engine="sglang", dp=0), "--dp must be at least 1"),
         (ServeSpec(role="reward", engine="sglang", mem_fraction=1.5), "--mem-fraction"),
+        (ServeSpec(role="reward", engine="sglang", deterministic=True), "only to `rebase serve"),
+        (
+            ServeSpec(role="policy", engine="transformers", deterministic=True),
+            "--deterministic is not supported by the transformers engine",
+        ),
     ],
 )
 def test_validate_rejects_options_that_cannot_work(spec: ServeSpec, message: str) -> None:
@@ -203,3 +208,19 @@ def test_transformers_engine_serves_the_policy_only() -> None:
     launcher = launchers.get_launcher("transformers")
     with pytest.raises(UsageError, match="policy only"):
         launcher.preflight(ServeSpec(role="reward", engine="transformers", model="m"))
+
+
+def test_deterministic_policy_starts_sglang_with_deterministic_inference() -> None:
+    spec = ServeSpec(role="policy", engine="sglang", port=30000, model="m", deterministic=True)
+    launchers.validate(spec, SGLangLauncher())
+    assert SGLangLauncher().command(spec) == [
+        *SGLANG,
+        "--model-path", "m",
+        "--host", "127.0.0.1",
+        "--port", "30000",
+        "--enable-deterministic-inference",
+    ]  # fmt: skip
+    plain = ServeSpec(role="policy", engine="sglang", port=30000, model="m")
+    assert "--enable-deterministic-inference" not in SGLangLauncher().command(plain)
+    sim = ServeSpec(role="policy", engine="sim", port=0, deterministic=True)
+    assert SimLauncher().command(sim)[-2:] == ["--flavour", "sglang-deterministic"]

@@ -41,7 +41,8 @@ def test_the_plan_on_the_command_line_never_holds_the_api_key() -> None:
 
 def test_worker_urls_join_running_servers_and_stop_leaves_them(tmp_path: Path) -> None:
     db = tmp_path / "rebase.db"
-    args = ["--role", "policy", "--port", "0", "--dataset", "gsm8k"]
+    # SGLang-flavoured workers: the router reads their model from their /server_info.
+    args = ["--role", "policy", "--port", "0", "--dataset", "gsm8k", "--flavour", "sglang"]
     with spawn(args, env=_data_env()) as first, spawn(args, env=_data_env()) as second:
         served = rebase(
             db,

@@ -59,6 +59,20 @@ def test_detached_simulator_is_ready_registered_reported_and_stopped(tmp_path):
         httpx.get(f"{entry['url']}/health", timeout=2)
 
 
+def test_deterministic_simulator_says_so_in_its_server_info(tmp_path):
+    db = tmp_path / "r.db"
+    started = _cli(
+        db, "serve", "policy", "--engine", "sim", "--port", "0", "--deterministic", "--detach"
+    )
+    assert started.exit_code == 0, started.output
+    [entry] = json.loads(_cli(db, "serve", "status", "--json").stdout)
+    try:
+        info = httpx.get(f"{entry['url']}/server_info", timeout=5).json()
+        assert info["enable_deterministic_inference"] is True
+    finally:
+        assert _cli(db, "serve", "stop", "policy").exit_code == 0
+
+
 def test_readiness_goes_through_loading_to_ready_and_names_the_model(tmp_path):
     db = Database.open(tmp_path / "r.db")
     phases: list[str] = []

@@ -1,5 +1,8 @@
 """The simulator as a real server process, driven by the official openai client: the wire
-shapes of DESIGN §5, stop semantics, determinism, and 400s for bodies a real server refuses."""
+shapes of DESIGN §5, stop semantics, determinism, and 400s for bodies a real server refuses.
+
+The server runs the vLLM flavour, the one whose `n` samples are distinct and reproducible; the
+other flavours' differences are tested in test_sim_flavours.py."""
 
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ DATA_ENV = {"REBASE_DATA_DIR": os.environ.get("REBASE_DATA_DIR") or str(SHARED_D
 @pytest.fixture(scope="module")
 def server():
     args = [
+        "--flavour",
+        "vllm",
         "--role",
         "both",
         "--port",
@@ -61,8 +66,9 @@ def step_request(client: openai.OpenAI, prompt, **kwargs):
     return client.completions.create(model="sim-policy", prompt=prompt, **{**params, **kwargs})
 
 
-def matched_stop(choice):
-    return choice.model_extra["matched_stop"]
+def stop_reason(choice):
+    """vLLM's stop field: the stop string, or None at EOS and at the length limit."""
+    return choice.model_extra["stop_reason"]
 
 
 def test_health_models_and_model_info_mark_the_server_as_simulated(server, client):
@@ -82,7 +88,7 @@ def test_completion_shape_usage_and_prompt_major_order(client, problems):
     assert all("fiber" in c.text for c in response.choices[3:])
     for choice in response.choices:
         assert choice.text.startswith("Step 1: ") and "\n" not in choice.text
-        assert choice.finish_reason == "stop" and matched_stop(choice) == "\n"
+        assert choice.finish_reason == "stop" and stop_reason(choice) == "\n"
     usage = response.usage
     assert usage.prompt_tokens == sum(count_tokens(p) for p in prompts)
     assert usage.completion_tokens == sum(count_tokens(c.text) + 1 for c in response.choices)
@@ -101,19 +107,20 @@ def test_a_path_walked_step_by_step_ends_with_the_eos_token(client, problems):
     prompt = TEMPLATE.render(problems[3].question)
     for _ in range(30):
         choice = step_request(client, prompt).choices[0]
-        if matched_stop(choice) != "\n":
+        if stop_reason(choice) != "\n":
             break
         prompt = TEMPLATE.extend(prompt, choice.text)
-    assert matched_stop(choice) == 2 and choice.finish_reason == "stop"
+    assert stop_reason(choice) is None and choice.finish_reason == "stop"
     assert choice.text.startswith("The answer is: ")
 
 
 def test_without_the_delimiter_stop_the_whole_solution_comes_back(client, problems):
     prompt = TEMPLATE.render(problems[3].question)
     choice = step_request(client, prompt, stop=None, max_tokens=1024).choices[0]
-    assert choice.text.count("\n") >= 2 and matched_stop(choice) == 2
+    assert choice.text.count("\n") >= 2 and stop_reason(choice) is None
+    assert choice.finish_reason == "stop"
     short = step_request(client, prompt, max_tokens=3).choices[0]
-    assert short.finish_reason == "length" and matched_stop(short) is None
+    assert short.finish_reason == "length" and stop_reason(short) is None
 
 
 def test_score_returns_label_probabilities_for_each_item(client, problems):

@@ -37,10 +37,12 @@ def sim(problems) -> Simulator:
     return Simulator(SimConfig(role="both"), problems)
 
 
-def complete(sim: Simulator, prompt: str, **kwargs):
-    params = {"n": 1, "max_tokens": 512, "stop": STOP, "temperature": 1.0, "top_p": 1.0}
-    params["seed"] = 0
-    return sim.policy.complete(prompt, **{**params, **kwargs})
+def complete(sim: Simulator, prompt: str, *, n: int = 1, seed: int = 0, **kwargs):
+    """n choices sampled with seeds seed, seed + 1, ... (the vLLM rule; the model itself only
+    sees one seed per choice)."""
+    params = {"max_tokens": 512, "stop": STOP, "temperature": 1.0, "top_p": 1.0}
+    seeds = [seed + i for i in range(n)]
+    return sim.policy.complete(prompt, seeds=seeds, **{**params, **kwargs})
 
 
 def walk(sim: Simulator, question: str, seed: int) -> list[str]:
@@ -113,6 +115,16 @@ def test_same_seed_same_text_and_indices_differ(sim, gsm8k):
     other = complete(sim, prompt, n=8, seed=43, stop=[])
     assert first == again
     assert len({c.text for c in first}) > 1
+    # Choice i depends only on its own seed: choice 1 of seed 42 is choice 0 of seed 43.
+    assert first[1:] == other[:-1]
+    assert (
+        sim.policy.complete(
+            prompt, seeds=[7, 7], max_tokens=512, stop=[], temperature=1.0, top_p=1.0
+        )[0]
+        == sim.policy.complete(
+            prompt, seeds=[7], max_tokens=512, stop=[], temperature=1.0, top_p=1.0
+        )[0]
+    )
     assert [c.text for c in first] != [c.text for c in other]
     greedy = complete(sim, prompt, n=4, seed=1, temperature=0.0, stop=[])
     assert len({c.text for c in greedy}) == 1
@@ -181,12 +193,11 @@ def test_other_templates_write_their_own_step_format(problems, template_name):
     for _ in range(20):
         choice = sim.policy.complete(
             prompt,
-            n=1,
+            seeds=[0],
             max_tokens=512,
             stop=list(template.stop),
             temperature=0.0,
             top_p=1.0,
-            seed=0,
         )[0]
         texts.append(choice.text)
         assert template.step_delimiter not in choice.text

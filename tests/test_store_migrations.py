@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect
 
 from rebase_cli.errors import StoreError
 from rebase_cli.store.database import Database
@@ -33,7 +33,7 @@ EXPECTED_COLUMNS = {
         "prompt_tokens", "completion_tokens", "finish_reason", "terminal", "terminal_reason",
         "answer", "seed",
     },
-    "allocation": {"id", "problem_id", "depth", "node_id", "weight", "children"},
+    "allocation": {"id", "problem_id", "depth", "node_id", "weight", "children", "subtree"},
     "server": {
         "id", "role", "engine", "model", "url", "host", "port", "pid", "command_json",
         "log_path", "api_key_env", "status", "started_at",
@@ -98,3 +98,44 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         Database.open(tmp_path / "nope" / "x.db")
+
+
+def test_a_database_at_the_first_revision_keeps_its_allocations_readable(tmp_path: Path) -> None:
+    from alembic import command
+
+    from rebase_cli.store import migrate
+
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        config = migrate._config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    engine.dispose()
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            "INSERT INTO run (id, method, dataset, dataset_sha256, budget, config_json, "
+            "fingerprint, simulated, seed, status, wall_seconds, created_at, updated_at) VALUES "
+            "(1, 'rebase', 'gsm8k', 'x', 4, '{}', 'f', 0, 0, 'done', 0, '2026-01-01', "
+            "'2026-01-01');"
+            "INSERT INTO problem (id, run_id, dataset_index, source_id, question, "
+            "reference_answer, status, depth_completed, policy_prompt_tokens, "
+            "policy_completion_tokens, reward_tokens, policy_requests, reward_requests, retries, "
+            "elapsed_seconds) VALUES (1, 1, 0, 's', 'q', '1', 'done', 0, 0, 0, 0, 0, 0, 0, 0);"
+            "INSERT INTO node (id, problem_id, depth, ordinal, text, score, path_tokens, "
+            "prompt_tokens, completion_tokens, terminal) VALUES (1, 1, 0, 0, '', 1.0, 0, 0, 0, 0);"
+            "INSERT INTO allocation (problem_id, depth, node_id, weight, children) "
+            "VALUES (1, 0, 1, 1.0, 4);"
+        )
+    db = Database.open(path)
+    try:
+        from rebase_cli.store import repository
+
+        (row,) = repository.load_allocations(db, 1)
+        assert (row.weight, row.children, row.subtree) == (1.0, 4, None)
+    finally:
+        db.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchone() == (
+            head_revision(),
+        )

@@ -46,7 +46,7 @@ def test_registry_builds_each_method_from_a_mapping():
 def test_registry_rejects_unknown_methods_and_bad_parameters_with_config_errors():
     with pytest.raises(ConfigError, match="unknown search method 'mcts'") as info:
         get_strategy("mcts", {"width": 4})
-    assert "beam, rebase, sample" in info.value.one_line()
+    assert "beam, dvts, particle, rebase, sample" in info.value.one_line()
     with pytest.raises(ConfigError, match="unknown search parameter"):
         get_strategy("rebase", {"width": 4, "softmax_temp": 1})
     with pytest.raises(ConfigError, match="width must be an integer >= 1"):

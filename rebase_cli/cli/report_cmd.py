@@ -83,6 +83,13 @@ def report(
     subsample_draws: Annotated[
         int, typer.Option(min=1, max=1000, help="Draws averaged per subsampled budget.")
     ] = DEFAULT_DRAWS,
+    compute_axis: Annotated[
+        str,
+        typer.Option(
+            help="Plot's x axis: flops (ours: policy + reward FLOPs) or paper (policy "
+            "generated tokens)."
+        ),
+    ] = "flops",
 ) -> None:
     """Accuracy under each answer-selection rule, compute and FLOPs, and the per-depth search
     view of one or more runs. Grading verdicts are cached in the database."""
@@ -90,6 +97,8 @@ def report(
 
     chosen = fmt or (_SUFFIX_FORMATS.get(output.suffix.lower()) if output else None)
     chosen = chosen or ReportFormat.table
+    if compute_axis not in ("flops", "paper"):
+        raise UsageError(f"unknown --compute-axis {compute_axis!r}", "use flops or paper")
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {plot}: unknown image type", "name the file .png or .svg")
     options = ReportOptions(
@@ -108,7 +117,7 @@ def report(
     if plot is not None:
         from rebase_cli.reports.plot import write_plot
 
-        write_plot(document, plot)
+        write_plot(document, plot, compute_axis)
         err_console.print(f"plot written to {plot}", highlight=False)
     _emit(document, chosen, output)
 

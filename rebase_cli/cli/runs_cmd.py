@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from rebase_cli.cli.common import console, open_existing_db, print_json
+from rebase_cli.runner import reproducibility
 from rebase_cli.store import repository as repo
 
 app = typer.Typer(help="List, inspect and delete runs.", invoke_without_command=True)
@@ -68,6 +69,7 @@ def show(
     db = open_existing_db()
     run = repo.resolve_run(db, run_ref)
     totals = repo.run_totals(db, run.id)
+    facts = reproducibility.read(run.capabilities_json)
     payload = {
         "run": f"run-{run.id}",
         "name": run.name,
@@ -84,6 +86,8 @@ def show(
             "model": run.reward_model,
             "protocol": run.reward_protocol,
         },
+        "reproducible": facts.line,
+        "token_counts": facts.token_counts,
         "capabilities": json.loads(run.capabilities_json) if run.capabilities_json else None,
         "config": json.loads(run.config_json),
         "wall_seconds": run.wall_seconds,

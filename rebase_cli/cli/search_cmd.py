@@ -13,6 +13,8 @@ from rebase_cli.cli.search_progress import ProgressEvents
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
 from rebase_cli.reports.servers import server_rows
+from rebase_cli.runner import reproducibility
+from rebase_cli.runner.config import load_config_file
 from rebase_cli.runner.setup import RunRequest
 from rebase_cli.store import repository as repo
 
@@ -22,13 +24,16 @@ Opt = typer.Option
 def search(
     dataset: Annotated[str | None, Opt(help="gsm8k, math500, or a JSONL file.")] = None,
     budget: Annotated[int | None, Opt(help="Width N: paths per problem.")] = None,
-    method: Annotated[str | None, Opt(help="rebase, sample or beam.")] = None,
+    method: Annotated[
+        str | None, Opt(help="rebase, sample, beam, dvts or particle (default rebase).")
+    ] = None,
     config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
     template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
     policy: Annotated[
         list[str] | None,
         Opt(
-            help="Policy URL, or `sim`. Several servers: repeat it or separate with commas.",
+            help="Policy URL, `sim`, or `sim:FLAVOUR` (sglang, vllm, ...). Several servers: "
+            "repeat it or separate with commas.",
             show_default=False,
         ),
     ] = None,
@@ -37,6 +42,14 @@ def search(
         Opt(
             help="Reward URL, or `sim`. Several servers: repeat it or separate with commas "
             "(each problem stays on one; a dead one's problems move).",
+            show_default=False,
+        ),
+    ] = None,
+    policy_server: Annotated[
+        str | None,
+        Opt(
+            help="Policy server kind: sglang, sglang-deterministic, vllm or openai "
+            "[default: asked from the server]",
             show_default=False,
         ),
     ] = None,
@@ -55,7 +68,17 @@ def search(
     max_step_tokens: Annotated[int | None, Opt(help="Max tokens per step.")] = None,
     max_tokens: Annotated[int | None, Opt(help="Max tokens per path.")] = None,
     max_depth: Annotated[int | None, Opt(help="Max steps per path.")] = None,
-    beam_expansion: Annotated[int | None, Opt(help="Beam search expansion M.")] = None,
+    beam_expansion: Annotated[int | None, Opt(help="Beam and DVTS expansion M.")] = None,
+    particle_temperature: Annotated[
+        float | None, Opt(help="Particle filtering resampling temperature (default 0.2).")
+    ] = None,
+    sample_mode: Annotated[
+        str | None,
+        Opt(
+            help="sample: `steps` (scored as it grows) or `whole` (one request per path) "
+            "(default steps)."
+        ),
+    ] = None,
     request_timeout: Annotated[float | None, Opt(help="Seconds per request.")] = None,
     server_wait: Annotated[float | None, Opt(help="Seconds to wait for a down server.")] = None,
     max_in_flight: Annotated[int | None, Opt(help="In-flight requests per endpoint.")] = None,
@@ -72,6 +95,45 @@ def search(
     ] = None,
     question_field: Annotated[str | None, Opt(help="JSONL field of the question.")] = None,
     answer_field: Annotated[str | None, Opt(help="JSONL field of the answer.")] = None,
+    profile: Annotated[
+        str | None,
+        Opt(help="default, or reference: the authors' rebase.py exactly. (default: default)"),
+    ] = None,
+    select_method: Annotated[
+        str | None, Opt(help="softmax or softmax_with_truncate. (default: softmax)")
+    ] = None,
+    truncate_ratio: Annotated[
+        float | None, Opt(help="softmax_with_truncate keeps the best ceil(open x ratio).")
+    ] = None,
+    tie_order: Annotated[
+        str | None,
+        Opt(
+            help="Equal scores: earlier-first or later-first. "
+            "(default: earlier-first; reference: later-first)"
+        ),
+    ] = None,
+    child_order: Annotated[
+        str | None,
+        Opt(
+            help="Children made in parent-order or best-first. "
+            "(default: parent-order; reference: best-first)"
+        ),
+    ] = None,
+    share_rounding: Annotated[
+        str | None,
+        Opt(help="sequential-ceil (code) or round (paper). (default: sequential-ceil)"),
+    ] = None,
+    path_token_rule: Annotated[
+        str | None,
+        Opt(help="max-tokens counts the path or the step. (default: path; reference: step)"),
+    ] = None,
+    leaf_rule: Annotated[
+        str | None,
+        Opt(
+            help="Path ends: template (answer, EOS) or answer-phrase. "
+            "(default: template; reference: answer-phrase)"
+        ),
+    ] = None,
     json_output: Annotated[bool, Opt("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite."""
@@ -95,10 +157,20 @@ def search(
         "max_tokens": max_tokens,
         "max_depth": max_depth,
         "beam_expansion": beam_expansion,
+        "particle_temperature": particle_temperature,
+        "sample_mode": sample_mode,
         "request_timeout": request_timeout,
         "server_wait": server_wait,
         "max_in_flight": max_in_flight,
         "samples_per_request": samples_per_request,
+        "profile": profile,
+        "select_method": select_method,
+        "truncate_ratio": truncate_ratio,
+        "tie_order": tie_order,
+        "child_order": child_order,
+        "share_rounding": share_rounding,
+        "path_token_rule": path_token_rule,
+        "leaf_rule": leaf_rule,
     }
     run_request = RunRequest(
         dataset=dataset,
@@ -118,9 +190,15 @@ def search(
         reward_api_key=reward_api_key,
         policy_model=policy_model,
         reward_model=reward_model,
+        policy_server=_server_kind(policy_server),
     )
     db = open_db()
     out = err_console if json_output else console
+    if config is not None:
+        notices: list[str] = []
+        load_config_file(config, notices)
+        for notice in notices:
+            err_console.print(f"[yellow]notice[/]: {notice}", highlight=False)
     holder: dict[str, ProgressEvents] = {}
 
     def on_prepared(prepared, endpoint_info) -> None:  # type: ignore[no-untyped-def]
@@ -142,8 +220,9 @@ def search(
         if "events" in holder:
             holder["events"].__exit__(None, None, None)
     totals = repo.run_totals(db, prepared.run.id)
+    facts = reproducibility.read(repo.resolve_run(db, f"run-{prepared.run.id}").capabilities_json)
     summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
-               "wall_seconds": round(outcome.wall_seconds, 2)}  # fmt: skip
+               "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict()}  # fmt: skip
     servers = server_rows(repo.resolve_run(db, str(prepared.run.id)))
     if servers:
         summary["servers"] = servers
@@ -156,6 +235,7 @@ def search(
             f"{totals['policy_prompt_tokens'] + totals['policy_completion_tokens']:,} policy "
             f"tokens, {totals['reward_tokens']:,} reward tokens in {outcome.wall_seconds:.1f}s"
         )
+        out.print(f"reproducible: {facts.line}", highlight=False)
         for row in servers:
             out.print(
                 f"  {row['role']} server {row['url']}: {row['requests']:,} requests, "
@@ -179,3 +259,14 @@ def search(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _server_kind(given: str | None) -> str | None:
+    """The --policy-server value, checked."""
+    from rebase_cli.clients.server_kind import SERVER_KINDS
+
+    if given is not None and given not in SERVER_KINDS:
+        raise UsageError(
+            f"unknown --policy-server {given!r}", f"use one of {', '.join(SERVER_KINDS)}"
+        )
+    return given

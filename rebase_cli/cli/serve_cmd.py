@@ -14,6 +14,7 @@ from rebase_cli.serving import registry, router, service
 from rebase_cli.serving.health import StartupError
 from rebase_cli.serving.launchers import EngineName, Launcher, Role, ServeSpec, get_launcher
 from rebase_cli.serving.logs import LogFollower, follow, tail_lines
+from rebase_cli.store import servers
 from rebase_cli.url_lists import split_urls
 
 app = typer.Typer(help="Launch and manage policy and reward servers.", no_args_is_help=True)
@@ -92,6 +93,15 @@ def _role_command(role: Role):
             str | None,
             typer.Option(help="transformers engine: cpu, cuda or auto.", show_default=False),
         ] = None,
+        deterministic: Annotated[
+            bool,
+            typer.Option(
+                "--deterministic",
+                help="Seeded, reproducible sampling (SGLang --enable-deterministic-inference; "
+                "sim: the sglang-deterministic flavour).",
+                hidden=role != "policy",
+            ),
+        ] = False,
         detach: Annotated[
             bool, typer.Option("--detach", "-d", help="Leave it running in the background.")
         ] = False,
@@ -135,6 +145,7 @@ def _role_command(role: Role):
             served_model_name=served_model_name,
             reward_protocol=reward_protocol.value if reward_protocol else None,
             device=device,
+            deterministic=True if deterministic else None,
             extra_args=tuple(extra or ()),
         )
         launcher = None
@@ -182,11 +193,13 @@ def _serve(
                         on_progress=progress,
                         launcher=launcher,
                     )
+                _settle_router(db, started, launcher)
                 _ready_line(started, detached=True)
                 return
             started = service.start_server(
                 db, spec, log_dir=log_dir, timeout=timeout, on_log=_write_log, launcher=launcher
             )
+            _settle_router(db, started, launcher)
             _ready_line(started, detached=False)
             code = service.supervise(db, started, write=_write_log)
     except StartupError as exc:
@@ -201,6 +214,22 @@ def _serve(
         err_console.print(f"stopped {what}", highlight=False)
         raise typer.Exit(130) from None
     raise ServeError(f"{what} exited with code {code}", "see its log above")
+
+
+def _settle_router(db, started: service.StartedServer, launcher: Launcher | None) -> None:  # type: ignore[no-untyped-def]
+    """A router group is ready once the router routes to all its workers: record their model."""
+    if not isinstance(launcher, router.GroupLauncher):
+        return
+    model = router.settle(started.url, launcher.replicas + len(launcher.worker_urls))
+    if model is None:
+        err_console.print(
+            "[yellow]warning[/]: the router did not list every worker as healthy within 60 s; "
+            "see `rebase serve status` and `rebase serve logs policy`",
+            highlight=False,
+        )
+        return
+    if model != started.row.model:
+        started.row = servers.update_server(db, started.row.id or 0, model=model)
 
 
 def _write_log(text: str) -> None:

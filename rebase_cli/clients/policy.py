@@ -1,9 +1,14 @@
-"""The policy adapter: one step for n children of a parent through POST /v1/completions.
+"""The policy adapter: one step for n children of a parent.
 
-Works against SGLang (reports `matched_stop`), vLLM (`stop_reason`) and plain OpenAI-compatible
-servers. A server that returns fewer choices than `n` gets the missing samples as separate
-n=1 requests (seed + sample index), and is then asked one sample per request from the start;
-what was learnt about the server is in `capabilities`.
+The client first finds out which server it talks to (`server_kind`, or the kind the user
+named) and follows that server's sampling plan (`sampling_plan`): POST /v1/completions with n
+and a seed (vLLM), SGLang's native POST /generate with one seed per child (deterministic
+SGLang), or n without a seed (default SGLang). Works against SGLang (reports `matched_stop`),
+vLLM (`stop_reason`, null at EOS) and plain OpenAI-compatible servers. A server that returns
+fewer choices than `n` gets the missing samples as separate n=1 requests (seed + sample
+index), and is then asked one sample per request from the start. Token counts come from the
+per-choice token ids where the server returns them. What was learnt about the server, and
+whether its samples are reproducible, is in `capabilities`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from typing import Any
 
 from rebase_cli.clients.pool import make_endpoint
 from rebase_cli.clients.retry import MalformedResponse, RetryPolicy
+from rebase_cli.clients.sampling_plan import GENERATE, SamplingPlan, plan_for
+from rebase_cli.clients.server_kind import SERVER_KINDS, ServerKind, identify
 from rebase_cli.clients.transport import parse_json
 from rebase_cli.domain import Completion, StepBatch
 
 COMPLETIONS = "/v1/completions"
+NATIVE_GENERATE = "/generate"
 STOP_FIELDS = ("matched_stop", "stop_reason")  # SGLang, vLLM
 CHARS_PER_TOKEN = 4  # only when a server reports no usage at all
 
@@ -32,6 +40,10 @@ class Reply:
     completion_tokens: int
     stop_field: str | None
     usage_reported: bool
+
+    @property
+    def exact_tokens(self) -> bool:
+        return all(c.exact_tokens for c in self.completions)
 
 
 def apportion(total: int, sizes: Sequence[int]) -> list[int]:
@@ -67,13 +79,22 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
     return text[: earliest[0]], earliest[1]
 
 
+def _token_ids(choice: dict) -> list[int] | None:
+    ids = choice.get("token_ids")
+    if isinstance(ids, list) and all(_count(t) is not None for t in ids):
+        return ids
+    return None
+
+
 def parse_reply(data: Any, requested: int, body: str, stop: Sequence[str] = ()) -> Reply:
     """Validate a completions body. Raises MalformedResponse on a wrong shape.
 
     Choices are ordered by `index`; more than `requested` are cut off. A text that still holds
     one of the requested `stop` strings is cut there, and that string becomes its matched stop
-    when the server reported none. The usage's completion_tokens (summed over choices by the
-    server) is split over the choices by text length, exact when there is one choice."""
+    when the server reported none. A choice's token count is the length of its `token_ids`
+    when every choice has them (exact); otherwise the usage's completion_tokens (summed over
+    choices by the server) is split over the choices by text length, exact only when there is
+    one choice."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
         raise MalformedResponse("no `choices` list", body)
@@ -88,23 +109,67 @@ def parse_reply(data: Any, requested: int, body: str, stop: Sequence[str] = ()) 
     completion_tokens = _count(usage.get("completion_tokens"))
     usage_reported = prompt_tokens is not None and completion_tokens is not None
     texts = [c["text"] for c in choices]
-    if completion_tokens is None:
-        completion_tokens = sum(-(-len(t) // CHARS_PER_TOKEN) for t in texts)
-    tokens = apportion(completion_tokens, [len(t) for t in texts])
+    ids = [_token_ids(c) for c in choices]
+    if all(i is not None for i in ids):
+        tokens = [len(i) for i in ids]  # type: ignore[arg-type]
+        exact = True
+        if completion_tokens is None:
+            completion_tokens = sum(tokens)
+    else:
+        if completion_tokens is None:
+            completion_tokens = sum(-(-len(t) // CHARS_PER_TOKEN) for t in texts)
+        tokens = apportion(completion_tokens, [len(t) for t in texts])
+        exact = len(choices) == 1 and usage_reported
     completions = tuple(
-        _completion(c, n, stop_field, stop) for c, n in zip(choices, tokens, strict=True)
+        _completion(c, n, stop_field, stop, exact) for c, n in zip(choices, tokens, strict=True)
     )
     return Reply(completions, prompt_tokens or 0, completion_tokens, stop_field, usage_reported)
 
 
-def _completion(choice: dict, tokens: int, stop_field: str | None, stop: Sequence[str]):
+def _completion(
+    choice: dict, tokens: int, stop_field: str | None, stop: Sequence[str], exact: bool
+) -> Completion:
     text, found = cut_at_stop(choice["text"], stop)
     matched = _stop_value(choice.get(stop_field)) if stop_field else None
     finish_reason = _finish_reason(choice.get("finish_reason"))
+    # vLLM reports EOS as finish_reason "stop" with stop_reason null (a stop string or stop
+    # token would be named there).
+    eos = stop_field == "stop_reason" and finish_reason == "stop" and matched is None
     if found is not None:
         # The server generated past a stop string: the step ended there, whatever it says.
-        finish_reason, matched = "stop", found
-    return Completion(text, finish_reason, matched, tokens)
+        finish_reason, matched, eos = "stop", found, False
+    return Completion(text, finish_reason, matched, tokens, eos=eos, exact_tokens=exact)
+
+
+def parse_generate_reply(data: Any, requested: int, body: str, stop: Sequence[str]) -> Reply:
+    """Validate SGLang's native /generate answer to a batch of `requested` inputs (a list of
+    {text, output_ids, meta_info}). Token counts are the lengths of `output_ids` (exact). The
+    inputs share one prompt, so its tokens are counted once."""
+    if not isinstance(data, list) or len(data) != requested:
+        raise MalformedResponse(f"expected a list of {requested} outputs", body)
+    completions, prompt_tokens, total = [], 0, 0
+    for index, output in enumerate(data):
+        meta = output.get("meta_info") if isinstance(output, dict) else None
+        if not isinstance(meta, dict) or not isinstance(output.get("text"), str):
+            raise MalformedResponse("an output without `text` and `meta_info`", body)
+        finish = meta.get("finish_reason")
+        kind = finish.get("type") if isinstance(finish, dict) else None
+        if kind not in ("stop", "length"):
+            raise MalformedResponse(f"output {index} did not finish ({finish!r})", body)
+        ids = output.get("output_ids")
+        if isinstance(ids, list):
+            tokens, exact = len(ids), True
+        else:
+            tokens, exact = _count(meta.get("completion_tokens")) or 0, True
+        text, found = cut_at_stop(output["text"], stop)
+        matched = _stop_value(finish.get("matched")) if kind == "stop" else None
+        if found is not None:
+            kind, matched = "stop", found
+        completions.append(Completion(text, kind, matched, tokens, exact_tokens=exact))
+        total += tokens
+        if index == 0:
+            prompt_tokens = _count(meta.get("prompt_tokens")) or 0
+    return Reply(tuple(completions), prompt_tokens, total, "matched_stop", True)
 
 
 def _finish_reason(value: Any) -> str:
@@ -133,9 +198,12 @@ class PolicyClient:
         retry: RetryPolicy | None = None,
         max_in_flight: int = 64,
         max_n: int | None = None,
+        server: str | None = None,
     ) -> None:
         if max_n is not None and max_n < 1:
             raise ValueError("max_n must be >= 1")
+        if server is not None and server not in SERVER_KINDS:
+            raise ValueError(f"server must be one of {SERVER_KINDS}")
         self.endpoint = make_endpoint(
             "policy",
             base_url,
@@ -147,11 +215,14 @@ class PolicyClient:
         self.max_n = max_n
         self._model = model
         self._model_lock = asyncio.Lock()
+        self._kind: ServerKind | None = None if server is None else ServerKind(server, None, False)
+        self._plan: SamplingPlan | None = None
         self._capabilities: dict[str, Any] = {
             "n_supported": None,
             "reports_matched_stop": None,
             "matched_stop_field": None,
             "reports_usage": None,
+            "token_counts": None,
         }
 
     @property
@@ -170,6 +241,25 @@ class PolicyClient:
                 self._model = await self.endpoint.model_id()
         return self._model
 
+    async def sampling_plan(self) -> SamplingPlan:
+        """The plan for this server, identifying the server on first use."""
+        async with self._model_lock:
+            if self._plan is None:
+                if self._kind is None:
+                    self._kind = await identify(self.endpoint)
+                self._plan = plan_for(
+                    self._kind.kind, self.max_n, native_batch=not self._kind.behind_router
+                )
+                facts = self._plan.describe()
+                if not self._kind.detected:
+                    facts["reproducible_why"] += " (server kind given by the user, not asked)"
+                self._capabilities.update(
+                    facts,
+                    server_version=self._kind.version,
+                    server_detected=self._kind.detected,
+                )
+        return self._plan
+
     async def expand(
         self,
         prompt: str,
@@ -184,9 +274,23 @@ class PolicyClient:
         """`n` continuations of `prompt`, each ending at a stop string, EOS or `max_tokens`.
 
         Sample i corresponds to seed `seed + i` (a request for samples i..j sends seed + i and
-        n = j - i + 1). Completions come back in sample order."""
+        n = j - i + 1), unless the server's plan sends no seed. Completions come back in
+        sample order."""
         if n < 1:
             raise ValueError("n must be >= 1")
+        plan = await self.sampling_plan()
+        if not plan.send_seed:
+            seed = None
+        if plan.route == GENERATE:
+            return await self._generate(
+                prompt,
+                n,
+                stop=stop,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+            )
         model = await self.model_id()
         args = {
             "model": model,
@@ -197,6 +301,8 @@ class PolicyClient:
         }
         if stop:
             args["stop"] = list(stop)
+        if plan.token_ids:
+            args["extra_body"] = {"return_token_ids": True}
 
         async def request(first: int, count: int) -> tuple[Reply, int]:
             return await self._request(args, count, None if seed is None else seed + first)
@@ -225,11 +331,55 @@ class PolicyClient:
             completion_tokens=sum(r.completion_tokens for r, _ in replies),
             requests=len(replies),
             retries=sum(retries for _, retries in replies),
+            seeded=seed is not None,
+        )
+
+    async def _generate(
+        self,
+        prompt: str,
+        n: int,
+        *,
+        stop: Sequence[str],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+    ) -> StepBatch:
+        """The n children in one native /generate request: n copies of the prompt (SGLang's
+        radix cache prefills it once), each with its own `sampling_seed` (seed + i)."""
+        params = []
+        for index in range(n):
+            p: dict[str, Any] = {
+                "max_new_tokens": max_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+            }
+            if stop:
+                p["stop"] = list(stop)
+            if seed is not None:
+                p["sampling_seed"] = seed + index
+            params.append(p)
+        body = {"text": [prompt] * n, "sampling_params": params}
+        reply, retries = await self.endpoint.post_json(
+            NATIVE_GENERATE,
+            body,
+            lambda data, text: parse_generate_reply(data, n, text, stop),
+            not_found_hint="the server is not SGLang; pass --policy-server to name its kind",
+        )
+        self._observe(reply)
+        return StepBatch(
+            completions=reply.completions,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            requests=1,
+            retries=retries,
+            seeded=seed is not None,
         )
 
     def _chunks(self, n: int) -> list[tuple[int, int]]:
         """(first sample, count) per request."""
-        size = 1 if self._capabilities["n_supported"] is False else (self.max_n or n)
+        per_request = self._plan.samples_per_request if self._plan else self.max_n
+        size = 1 if self._capabilities["n_supported"] is False else (per_request or n)
         return [(first, min(size, n - first)) for first in range(0, n, size)]
 
     async def _request(self, args: dict[str, Any], n: int, seed: int | None) -> tuple[Reply, int]:
@@ -256,6 +406,8 @@ class PolicyClient:
             caps["matched_stop_field"] = reply.stop_field
         if caps["reports_usage"] is not True:
             caps["reports_usage"] = reply.usage_reported
+        if caps["token_counts"] != "approximate":
+            caps["token_counts"] = "exact" if reply.exact_tokens else "approximate"
 
     async def aclose(self) -> None:
         await self.endpoint.aclose()

@@ -3,7 +3,8 @@
 Pure string functions; the layouts follow the PRMs' own model cards:
 - Math-Shepherd style (`score` protocol): "{question} {step1}{tag}\\n{step2}{tag}\\n..." where the
   PRM's probability of the good label token right after a tag scores that step.
-- outcome reward models (`classify`): the question and the steps as plain text.
+- outcome reward models (`classify`): the template's chat format for them (`classify_chat`)
+  when it defines one, else the question and the steps as plain text.
 - Qwen2.5-Math-PRM (`pooling`): its chat template with "<extra_0>" after every step.
 """
 
@@ -29,6 +30,15 @@ def shepherd_item(candidate: str, prm: PrmFormat) -> str:
 def plain_path(question: str, steps: Sequence[str], prm: PrmFormat) -> str:
     """Question and steps as plain text, one step per separator, no tags."""
     return f"{question} " + prm.step_separator.join(steps)
+
+
+def classify_text(question: str, steps: Sequence[str], prm: PrmFormat) -> str:
+    """An outcome reward model's input: the chat turns of `prm.classify_chat` (placeholders
+    replaced literally, so braces in maths stay), else `plain_path`."""
+    if prm.classify_chat is None:
+        return plain_path(question, steps, prm)
+    answer = prm.step_separator.join(steps)
+    return prm.classify_chat.replace("{question}", question).replace("{answer}", answer)
 
 
 def qwen_prm_chat(question: str, steps: Sequence[str], prm: PrmFormat) -> str:

@@ -4,15 +4,16 @@ One adapter per wire protocol (DESIGN §5):
 - `score`: SGLang POST /v1/score, one request per sibling group; score = P(good label token)
   at the step tag, softmax over the good/bad label tokens (Math-Shepherd style PRMs).
 - `classify`: SGLang POST /classify, one request per sibling group; score = sigmoid(raw reward)
-  (scalar outcome reward models used as step scorers).
-- `pooling`: vLLM POST /pooling with token_classify, one request per candidate; score = p1 of
-  the last step row (Qwen2.5-Math-PRM).
+  (scalar outcome reward models used as step scorers), in the template's chat format for them
+  when it has one (SGLang applies none).
+- `pooling`: vLLM POST /pooling with token_classify, one request per sibling group (`input` is
+  a list, one chat text per candidate); score = p1 of each text's last step row
+  (Qwen2.5-Math-PRM).
 Every score is in [0, 1] and comes back in the order of the candidates.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -179,7 +180,9 @@ class ClassifyReward(HttpReward):
     ) -> ScoreBatch:
         if not candidates:
             return ScoreBatch(scores=(), tokens=0, requests=0)
-        texts = [prm_text.plain_path(question, [*previous_steps, c], self.prm) for c in candidates]
+        texts = [
+            prm_text.classify_text(question, [*previous_steps, c], self.prm) for c in candidates
+        ]
         expected = len(candidates)
 
         def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
@@ -207,7 +210,8 @@ class ClassifyReward(HttpReward):
 
 
 class PoolingReward(HttpReward):
-    """vLLM /pooling (token_classify): one request per candidate path; the last step's p1."""
+    """vLLM /pooling (token_classify): the sibling group in one request, one input per
+    candidate path; each candidate's score is its last step row's p1."""
 
     protocol = "pooling"
     path = "/pooling"
@@ -215,39 +219,48 @@ class PoolingReward(HttpReward):
     async def score(
         self, question: str, previous_steps: Sequence[str], candidates: Sequence[str]
     ) -> ScoreBatch:
-        results = await asyncio.gather(
-            *(self._score_one(question, [*previous_steps, c]) for c in candidates)
-        )
-        return ScoreBatch(
-            scores=tuple(score for (score, _), _ in results),
-            tokens=sum(tokens for (_, tokens), _ in results),
-            requests=len(results),
-            retries=sum(retries for _, retries in results),
-        )
-
-    async def _score_one(self, question: str, steps: Sequence[str]):
+        if not candidates:
+            return ScoreBatch(scores=(), tokens=0, requests=0)
         body: dict[str, Any] = {
-            "input": prm_text.qwen_prm_chat(question, steps, self.prm),
+            "input": [
+                prm_text.qwen_prm_chat(question, [*previous_steps, c], self.prm) for c in candidates
+            ],
             "task": "token_classify",
         }
         if self.model:
             body["model"] = self.model
+        expected = len(candidates)
 
-        def parse(data: Any, text: str) -> tuple[float, int]:
+        def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
             items = data.get("data") if isinstance(data, dict) else None
-            if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
-                raise MalformedResponse("expected `data` with one result", text)
-            rows = items[0].get("data")
-            if isinstance(rows, list) and rows and all(isinstance(v, (int, float)) for v in rows):
-                rows = [rows]  # a single step may come back as one flat row
-            if not isinstance(rows, list) or not rows:
-                raise MalformedResponse("no per-step rows in `data[0].data`", text)
-            last = rows[-1]
-            if not isinstance(last, list) or len(last) < 2:
-                raise MalformedResponse(f"a step row is not [p0, p1]: {json.dumps(last)}", text)
-            return probability(last[1], "p1", text), _prompt_tokens(data)
+            if not isinstance(items, list) or len(items) != expected:
+                raise MalformedResponse(f"expected `data` with {expected} results", text)
+            if not all(isinstance(item, dict) for item in items):
+                raise MalformedResponse("a result is not an object", text)
+            if all(_index(item) is not None for item in items):
+                items = sorted(items, key=_index)
+            return tuple(_last_p1(item, text) for item in items), _prompt_tokens(data)
 
-        return await self.post(body, parse)
+        (scores, tokens), retries = await self.post(body, parse)
+        return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)
+
+
+def _index(item: dict) -> int | None:
+    value = item.get("index")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _last_p1(item: dict, text: str) -> float:
+    """p1 of the last per-step row of one pooling result."""
+    rows = item.get("data")
+    if isinstance(rows, list) and rows and all(isinstance(v, (int, float)) for v in rows):
+        rows = [rows]  # a single step may come back as one flat row
+    if not isinstance(rows, list) or not rows:
+        raise MalformedResponse("no per-step rows in a result's `data`", text)
+    last = rows[-1]
+    if not isinstance(last, list) or len(last) < 2:
+        raise MalformedResponse(f"a step row is not [p0, p1]: {json.dumps(last)}", text)
+    return probability(last[1], "p1", text)
 
 
 REWARD_PROTOCOLS = ("score", "classify", "pooling")

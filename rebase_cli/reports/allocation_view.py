@@ -1,5 +1,7 @@
-"""Per-depth view of a run's search: what was generated at each depth and how REBASE divided
-the width among the open nodes there.
+"""Per-depth view of a run's search: what was generated at each depth and how the method
+divided the width among the open nodes there (every method records its decisions: REBASE's
+softmax shares, the nodes beam search and DVTS kept, particle filtering's resampled copies,
+sampling's one child per open path).
 
 For depth d, summed over the run's problems:
 - `nodes`: nodes at depth d (depth 0 is the roots), `terminal`: those that end their path,
@@ -8,7 +10,7 @@ For depth d, summed over the run's problems:
   per open node: `expanded` got children > 0, `pruned` got 0, `children` is the total given,
   which become the nodes of depth d + 1);
 - `problems`: problems with at least one node at depth d.
-Runs whose method records no allocations (`sample`) show zeros in the allocation columns.
+Depths with no allocation rows (the last one) show zeros in the allocation columns.
 """
 
 from __future__ import annotations

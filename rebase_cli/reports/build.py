@@ -25,11 +25,12 @@ from rebase_cli.reports.accuracy import (
 from rebase_cli.reports.allocation_view import allocation_rows
 from rebase_cli.reports.compute import compute_summary
 from rebase_cli.reports.grading_cache import Progress, grade_pairs
-from rebase_cli.reports.labels import SIMULATED_LABEL
+from rebase_cli.reports.labels import APPROXIMATE_TOKENS_LABEL, SIMULATED_LABEL
 from rebase_cli.reports.loading import RunData, load_run_data
 from rebase_cli.reports.schema import SCHEMA_ID
 from rebase_cli.reports.selection import select
 from rebase_cli.reports.servers import server_rows
+from rebase_cli.runner import reproducibility
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
 
@@ -79,6 +80,7 @@ def build_run_report(
     correct = select(table, n_counted)
     compute = compute_summary(data, options.policy_params, options.reward_params)
     per_problem_flops = compute["flops"]["per_problem"]
+    per_problem_paper = compute["paper"]["per_problem"]
 
     rows = [accuracy_row(correct, run.budget, n_counted)]
     subsampling = None
@@ -94,6 +96,9 @@ def build_run_report(
         # Sample paths are independent, so k of N of them cost k/N of the run's compute.
         row["flops_per_problem"] = (
             None if per_problem_flops is None else per_problem_flops * row["budget"] / run.budget
+        )
+        row["paper_compute_per_problem"] = (
+            None if per_problem_paper is None else per_problem_paper * row["budget"] / run.budget
         )
 
     counted_positions = np.flatnonzero(counted)
@@ -142,6 +147,7 @@ def _run_section(run: Run, partial: bool) -> dict:
         "reward_model": run.reward_model,
         "seed": run.seed,
         "created_at": run.created_at.isoformat() if run.created_at else None,
+        **reproducibility.read(run.capabilities_json).as_dict(),
     }
 
 
@@ -166,6 +172,11 @@ def _labels(run: Run, data: RunData, n_counted: int) -> list[str]:
     labels = []
     if run.simulated:
         labels.append(SIMULATED_LABEL)
+    facts = reproducibility.read(run.capabilities_json)
+    if facts.reproducible is False:
+        labels.append(f"NOT REPRODUCIBLE — {facts.why}")
+    if facts.token_counts == "approximate":
+        labels.append(APPROXIMATE_TOKENS_LABEL)
     if is_partial(run, data):
         counts = _problem_counts(data)
         labels.append(

@@ -1,5 +1,9 @@
 """Compute spent by a run: tokens, requests, time, and FLOPs = 2 × parameters × tokens.
 
+The paper's compute axis is counted too: the tokens the policy generated (the sum of the
+completion tokens of every step request, which the authors' code reports as `total_tokens`);
+`COMPUTE_AXES` names both axes for plots.
+
 FLOPs are counted separately for the policy and the reward model, each as 2 × P × tokens,
 the usual forward-pass estimate. Policy tokens are prompt + completion tokens as the server
 reported them (prefix-cache hits are not discounted, so this is the compute of an engine
@@ -25,6 +29,18 @@ from rebase_cli.reports.loading import RunData
 from rebase_cli.store.models import Run
 
 SIMULATED_PARAMS = 7e9
+PAPER_COMPUTE_FORMULA = "policy generated tokens = sum of completion tokens of every step request"
+# Axis name → (key of an accuracy row, axis label).
+COMPUTE_AXES: dict[str, tuple[str, str]] = {
+    "flops": (
+        "flops_per_problem",
+        "inference FLOPs per problem (2 × params × tokens, policy + reward)",
+    ),
+    "paper": (
+        "paper_compute_per_problem",
+        "policy generated tokens per problem (the paper's compute)",
+    ),
+}
 
 # Model id patterns (lower case, "_" read as "-") → parameter count as published on the model
 # cards. More specific patterns come first: the PRM before the policy of the same family.
@@ -119,6 +135,11 @@ def compute_summary(
         "nodes_per_problem": _per(nodes, started),
         "finished_answers": answers,
         "answers_per_problem": _per(answers, started),
+        "paper": {
+            "formula": PAPER_COMPUTE_FORMULA,
+            "tokens": totals["policy_completion_tokens"],
+            "per_problem": _per(totals["policy_completion_tokens"], started),
+        },
         "flops": {
             "policy": _flops_entry(policy, policy_tokens, policy_flops),
             "reward": _flops_entry(reward, totals["reward_tokens"], reward_flops),

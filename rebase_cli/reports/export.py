@@ -91,7 +91,9 @@ def path_format(run: Run) -> PathFormat:
         template = load_template(str(name))
     except RebaseError:  # a template file that moved or no longer parses: the defaults
         return PathFormat()
-    return PathFormat(template.step_delimiter, template.prm.step_tag)
+    # A template with depth-dependent stops keeps each step's own line break in its text.
+    delimiter = "" if template.next_step_stop is not None else template.step_delimiter
+    return PathFormat(delimiter, template.prm.step_tag)
 
 
 def export_run(

@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
 from rebase_cli.errors import UsageError
+from rebase_cli.reports.compute import COMPUTE_AXES
 from rebase_cli.reports.labels import SIMULATED_LABEL
 from rebase_cli.reports.selection import RULE_LABELS, RULES
 
@@ -26,14 +27,17 @@ _STYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
-def plot_points(document: dict) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """(method, rule) → [(FLOPs per problem, accuracy)] sorted by FLOPs; rows without FLOPs or
-    accuracy are left out."""
+def plot_points(
+    document: dict, axis: str = "flops"
+) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(method, rule) → [(compute per problem, accuracy)] sorted by compute (FLOPs, or the
+    paper's policy generated tokens: `COMPUTE_AXES`); rows without either are left out."""
+    key = COMPUTE_AXES[axis][0]
     lines: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for report in document["runs"]:
         method = report["run"]["method"]
         for row in report["accuracy"]:
-            x = row["flops_per_problem"]
+            x = row.get(key)
             if x is None or x <= 0:
                 continue
             for rule in RULES:
@@ -43,11 +47,11 @@ def plot_points(document: dict) -> dict[tuple[str, str], list[tuple[float, float
     return {key: sorted(points) for key, points in lines.items()}
 
 
-def render_plot(document: dict, fmt: str = "png") -> bytes:
+def render_plot(document: dict, fmt: str = "png", axis: str = "flops") -> bytes:
     """The figure as PNG or SVG bytes. Raises UsageError when no run has FLOPs to plot."""
     if fmt not in FORMATS:
         raise UsageError(f"cannot write a plot as {fmt!r}", "use a .png or .svg file name")
-    lines = plot_points(document)
+    lines = plot_points(document, axis)
     if not lines:
         missing = [
             r["run"]["ref"] for r in document["runs"] if r["compute"]["flops"]["total"] is None
@@ -75,7 +79,7 @@ def render_plot(document: dict, fmt: str = "png") -> bytes:
             alpha=0.6 if rule == "pass_at_n" else 0.9,
         )
     axes.set_xscale("log")
-    axes.set_xlabel("inference FLOPs per problem (2 × params × tokens, policy + reward)")
+    axes.set_xlabel(COMPUTE_AXES[axis][1])
     axes.set_ylabel("accuracy")
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.grid(True, which="both", alpha=0.3)
@@ -116,12 +120,12 @@ def render_plot(document: dict, fmt: str = "png") -> bytes:
     return buffer.getvalue()
 
 
-def write_plot(document: dict, path: Path) -> None:
+def write_plot(document: dict, path: Path, axis: str = "flops") -> None:
     """Write the figure to `path`, its format taken from the suffix (.png or .svg)."""
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise UsageError(f"--plot {path}: unknown image type", "name the file .png or .svg")
-    path.write_bytes(render_plot(document, fmt))
+    path.write_bytes(render_plot(document, fmt, axis))
 
 
 def _warnings(document: dict) -> list[str]:

@@ -120,6 +120,12 @@ def _accuracy_table(report: dict) -> TableView:
     columns = ("rule", *(f"N={r['budget']}{'*' if r['subsampled'] else ''}" for r in rows))
     body = [(RULE_LABELS[rule], *(percent(r["accuracy"][rule]) for r in rows)) for rule in RULES]
     body.append(("FLOPs / problem", *(flops(r["flops_per_problem"]) for r in rows)))
+    body.append(
+        (
+            "policy gen. tokens / problem",
+            *(number(r.get("paper_compute_per_problem")) for r in rows),
+        )
+    )
     done = rows[-1]["problems"]
     note = f"accuracy over {done} done problems"
     if any(r["subsampled"] for r in rows):
@@ -145,6 +151,7 @@ def _compute_table(report: dict) -> TableView:
         ("reward FLOPs", flops(f["reward"]["flops"])),
         ("total FLOPs", flops(f["total"])),
         ("FLOPs per problem", flops(f["per_problem"])),
+        ("paper compute per problem", number(c["paper"]["per_problem"])),
     )
     return TableView(
         "Compute",

@@ -1,9 +1,10 @@
 """One problem's search tree: as a rich Tree for the terminal, or as Graphviz dot.
 
 Each node shows its depth and ordinal, its step score, how many children the allocation gave
-it (0 = pruned; none recorded = still open, or the search stopped there), the start of its step
-text, and for a finished answer the answer and its verdict. `max_depth` hides deeper nodes and
-says how many were hidden below each cut.
+it (0 = pruned; none recorded = still open, or the search stopped there; for particle filtering
+the copies it was resampled into and its resampling probability; for DVTS its subtree), the
+start of its step text, and for a finished answer the answer and its verdict. `max_depth` hides
+deeper nodes and says how many were hidden below each cut.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _NODES = (
     "SELECT id, parent_id, depth, ordinal, text, score, terminal, terminal_reason, answer "
     "FROM node WHERE problem_id = ? ORDER BY depth, ordinal"
 )
-_ALLOCATIONS = "SELECT node_id, children FROM allocation WHERE problem_id = ?"
+_ALLOCATIONS = "SELECT node_id, children, weight, subtree FROM allocation WHERE problem_id = ?"
 _TEXT_CHARS = 72
 
 
@@ -45,6 +46,9 @@ class TreeNode:
     answer: str | None
     children_given: int | None
     correct: bool | None
+    weight: float | None = None
+    subtree: int | None = None
+    resampled: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,9 @@ def load_problem_tree(db: Database, run: Run, index: int) -> ProblemTree:
                     "problem numbers are 0-based dataset indices",
                 )
             rows = cursor.execute(_NODES, (problem[0],)).fetchall()
-            given = dict(cursor.execute(_ALLOCATIONS, (problem[0],)).fetchall())
+            given = {
+                row[0]: row[1:] for row in cursor.execute(_ALLOCATIONS, (problem[0],)).fetchall()
+            }
         finally:
             cursor.close()
     reference = problem[3]
@@ -97,8 +103,12 @@ def load_problem_tree(db: Database, run: Run, index: int) -> ProblemTree:
             terminal=bool(row[6]),
             terminal_reason=row[7],
             answer=row[8],
-            children_given=given.get(row[0]),
+            children_given=given[row[0]][0] if row[0] in given else None,
             correct=verdicts.get((row[8], reference)) if row[6] and row[8] is not None else None,
+            weight=given[row[0]][1] if row[0] in given else None,
+            subtree=given[row[0]][2] if row[0] in given else None,
+            # A particle filtering node's children are its resampled copies (from depth 1 on).
+            resampled=run.method == "particle" and row[2] > 0,
         )
         for row in rows
     )
@@ -137,9 +147,14 @@ def _allocation_note(node: TreeNode) -> str:
         return node.terminal_reason or "terminal"
     if node.children_given is None:
         return "open"
+    subtree = f" · subtree {node.subtree}" if node.subtree is not None else ""
     if node.children_given == 0:
-        return "pruned"
-    return f"→ {node.children_given} {'child' if node.children_given == 1 else 'children'}"
+        return ("not drawn" if node.resampled else "pruned") + subtree
+    if node.resampled and node.weight is not None:
+        copies = "copy" if node.children_given == 1 else "copies"
+        return f"resampled → {node.children_given} {copies} (p {node.weight:.3f})"
+    count = node.children_given
+    return f"→ {count} {'child' if count == 1 else 'children'}{subtree}"
 
 
 def node_label(node: TreeNode) -> str:

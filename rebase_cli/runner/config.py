@@ -14,17 +14,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rebase_cli.errors import ConfigError
+from rebase_cli.runner.profiles import IGNORED_KEYS, MODEL_TYPE_KEYS, apply_profile
+from rebase_cli.search.base import ShareRounding, TieOrder
 
-Method = Literal["rebase", "sample", "beam"]
+Method = Literal["rebase", "sample", "beam", "dvts", "particle"]
+SampleMode = Literal["steps", "whole"]
 RewardProtocol = Literal["score", "classify", "pooling"]
+Profile = Literal["default", "reference"]
+SelectMethod = Literal["softmax", "softmax_with_truncate"]
+ChildOrder = Literal["parent-order", "best-first"]
+PathTokenRule = Literal["path", "step"]
+LeafRule = Literal["template", "answer-phrase"]
 
 # Keys of the paper's reference code and their names here.
 REFERENCE_ALIASES = {
     "width": "budget",
     "softmax_temperature": "balance_temperature",
+    "num_threads": "concurrency",
     "num_samples": "budget",
     "beam_width": "budget",
     "expansion": "beam_expansion",
@@ -47,6 +56,10 @@ class SearchConfig(BaseModel):
     max_tokens: int = Field(default=1024, ge=1, le=10_000_000)
     max_depth: int = Field(default=25, ge=1, le=10_000)
     beam_expansion: int = Field(default=4, ge=1, le=65536)
+    particle_temperature: float = Field(default=0.2, gt=0, le=1e6)
+    # `sample` only: grow each path step by step (scored as it grows), or generate it whole in
+    # one request and score its steps afterwards.
+    sample_mode: SampleMode = "steps"
     template: str = "llemma-metamath"
     reward_protocol: RewardProtocol = "score"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -63,6 +76,34 @@ class SearchConfig(BaseModel):
     samples_per_request: int | None = Field(default=None, ge=1, le=65536)
     policy_params: float | None = Field(default=None, gt=0)
     reward_params: float | None = Field(default=None, gt=0)
+    # Paper / authors' code / rebase switches (README "Reproducing the paper"); `profile`
+    # records which bundle of defaults the run started from.
+    profile: Profile = "default"
+    select_method: SelectMethod = "softmax"
+    truncate_ratio: float | None = Field(default=None, gt=0, le=1)
+    tie_order: TieOrder = "earlier-first"
+    child_order: ChildOrder = "parent-order"
+    share_rounding: ShareRounding = "sequential-ceil"
+    path_token_rule: PathTokenRule = "path"
+    leaf_rule: LeafRule = "template"
+
+    @model_validator(mode="after")
+    def _truncate_ratio_goes_with_its_method(self) -> SearchConfig:
+        truncating = self.select_method == "softmax_with_truncate"
+        if truncating and self.truncate_ratio is None:
+            raise ValueError("select_method softmax_with_truncate needs truncate_ratio")
+        if not truncating and self.truncate_ratio is not None:
+            raise ValueError("truncate_ratio is only used by select_method softmax_with_truncate")
+        if self.method != "rebase" and (truncating or self.share_rounding != "sequential-ceil"):
+            raise ValueError(
+                f"select_method and share_rounding shape REBASE's allocation, not {self.method}'s"
+            )
+        return self
+
+    @property
+    def whole_solutions(self) -> bool:
+        """Whole-solution sampling: each path generated in one request, then scored."""
+        return self.method == "sample" and self.sample_mode == "whole"
 
 
 OPERATIONAL_KEYS = frozenset(
@@ -77,25 +118,64 @@ OPERATIONAL_KEYS = frozenset(
         "reward_params",
     }
 )
+# Switches whose default leaves the fingerprint as it was before they existed, so runs
+# started earlier are still found by --resume.
+_FINGERPRINT_NEUTRAL = {
+    key: SearchConfig.model_fields[key].default
+    for key in (
+        "profile",
+        "select_method",
+        "truncate_ratio",
+        "tie_order",
+        "child_order",
+        "share_rounding",
+        "path_token_rule",
+        "leaf_rule",
+        "particle_temperature",
+        "sample_mode",
+    )
+}
 KNOWN_KEYS = frozenset(SearchConfig.model_fields)
+# Every key a config file may hold: ours, the authors' aliases and model types, and the
+# authors' keys accepted with a notice.
+ACCEPTED_KEYS = frozenset(KNOWN_KEYS | set(REFERENCE_ALIASES) | set(MODEL_TYPE_KEYS))
+ACCEPTED_KEYS |= frozenset(IGNORED_KEYS)
 
 
-def normalise_keys(raw: dict[str, Any], origin: str) -> dict[str, Any]:
-    """Map reference-code names onto ours; unknown keys are a ConfigError with a suggestion."""
+def normalise_keys(
+    raw: dict[str, Any], origin: str, notices: list[str] | None = None
+) -> dict[str, Any]:
+    """Map reference-code names onto ours. Keys we do not use (the authors' `store_path`)
+    are dropped with a notice appended to `notices`; unknown keys are one ConfigError naming
+    them all, each with the accepted key it most resembles."""
     out: dict[str, Any] = {}
+    unknown: list[str] = []
     for key, value in raw.items():
         name = REFERENCE_ALIASES.get(str(key), str(key))
-        if name not in KNOWN_KEYS:
-            candidates = sorted(KNOWN_KEYS | set(REFERENCE_ALIASES))
-            close = difflib.get_close_matches(str(key), candidates, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "see `rebase search --help`"
-            raise ConfigError(f"{origin}: unknown config key {key!r}", hint)
+        if name in IGNORED_KEYS:
+            if notices is not None:
+                notices.append(f"{origin}: `{name}` is not used: {IGNORED_KEYS[name]}")
+            continue
+        if name not in KNOWN_KEYS and name not in MODEL_TYPE_KEYS:
+            unknown.append(str(key))
+            continue
         out[name] = value
+    if unknown:
+        described = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(ACCEPTED_KEYS), n=1)
+            described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(
+            f"{origin}: unknown config key{plural} {', '.join(described)}",
+            "rename or remove them (`rebase search --help` lists every key as a flag)",
+        )
     return out
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """The key/value pairs of a YAML config file, with reference names mapped."""
+def load_config_file(path: Path, notices: list[str] | None = None) -> dict[str, Any]:
+    """The key/value pairs of a YAML config file, with reference names mapped (notices about
+    keys that are accepted but not used are appended to `notices`)."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "check the --config path")
     try:
@@ -107,16 +187,23 @@ def load_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must be a mapping of config keys", "e.g. `budget: 16`")
-    return normalise_keys(data, str(path))
+    return normalise_keys(data, str(path), notices)
 
 
 def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig:
-    """Validate merged values into a SearchConfig; errors name the key and the bad value."""
+    """Validate merged values into a SearchConfig (the profile's defaults and the model types
+    applied first); errors name the key and the bad value."""
+    values = apply_profile(values, origin)
     try:
-        return SearchConfig(**values)
+        return _check_combination(SearchConfig(**values), origin)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(p) for p in error["loc"]) or "config"
+        if key == "config":  # a rule across keys: its message names them
+            raise ConfigError(
+                f"{origin}: {error['msg'].removeprefix('Value error, ')}",
+                "fix the config file or the flags",
+            ) from None
         given = values.get(key, error.get("input"))
         if error["type"] == "missing":
             raise ConfigError(
@@ -128,9 +215,26 @@ def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig
         ) from None
 
 
+def _check_combination(config: SearchConfig, origin: str) -> SearchConfig:
+    """Refuse settings that the chosen method would silently ignore."""
+    if config.sample_mode == "whole" and config.method != "sample":
+        raise ConfigError(
+            f"{origin}: sample_mode 'whole' applies to method 'sample' only "
+            f"(method is {config.method!r})",
+            "drop --sample-mode, or pass --method sample",
+        )
+    return config
+
+
 def semantic_dict(config: SearchConfig) -> dict[str, Any]:
-    """The fields that determine the search's output."""
-    return {k: v for k, v in config.model_dump().items() if k not in OPERATIONAL_KEYS}
+    """The fields that determine the search's output (switches at their neutral default are
+    left out, so adding a switch does not change older runs' fingerprints)."""
+    return {
+        k: v
+        for k, v in config.model_dump().items()
+        if k not in OPERATIONAL_KEYS
+        and not (k in _FINGERPRINT_NEUTRAL and v == _FINGERPRINT_NEUTRAL[k])
+    }
 
 
 def fingerprint(config: SearchConfig, dataset_sha256: str, template_digest: str) -> str:
@@ -148,7 +252,11 @@ def fingerprint(config: SearchConfig, dataset_sha256: str, template_digest: str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _semantic_values(config: SearchConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.model_dump().items() if k not in OPERATIONAL_KEYS}
+
+
 def differing_keys(stored: SearchConfig, wanted: SearchConfig) -> list[str]:
     """Semantic keys whose values differ, as `key: stored → wanted` strings."""
-    a, b = semantic_dict(stored), semantic_dict(wanted)
+    a, b = _semantic_values(stored), _semantic_values(wanted)
     return [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(a) if a[k] != b[k]]

@@ -61,8 +61,9 @@ class DelimiterMonitor:
                 if ended_at_delimiter(completion, template) or answer is not None:
                     self.step_ends += 1
         if self.completions >= self.threshold and self.step_ends == 0:
+            delimiter = template.next_step_stop or template.step_delimiter
             raise ConfigError(
-                f"the policy never ended a step with the delimiter {template.step_delimiter!r} "
+                f"the policy never ended a step with the delimiter {delimiter!r} "
                 f"of template {template.name!r} in {self.completions} completions",
                 "pick the template that matches the model with --template "
                 "(`rebase search --help` lists them)",
@@ -80,3 +81,5 @@ class SearchContext:
     reward: object
     events: SearchEvents
     monitor: DelimiterMonitor
+    # Scores whole paths (whole-solution sampling); None for the step-by-step methods.
+    path_scorer: object | None = None

@@ -26,6 +26,7 @@ from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.context import SearchContext
 from rebase_cli.runner.seeds import request_seed
 from rebase_cli.runner.steps import classify_step
+from rebase_cli.runner.whole_sample import expand_whole
 from rebase_cli.store import repository as repo
 from rebase_cli.store.models import NodeRow, ProblemRow
 
@@ -42,6 +43,7 @@ class TreeNode:
     path_tokens: int
     terminal: bool
     prompt: str
+    step_tokens: int = 0
     children: list[TreeNode] = field(default_factory=list)
 
     def steps(self) -> list[str]:
@@ -53,14 +55,27 @@ class TreeNode:
             node = node.parent
         return out[::-1]
 
-    def snapshot(self) -> NodeSnapshot:
+    def lineage(self) -> int | None:
+        """The ordinal of this node's depth-1 ancestor (None for the root)."""
+        node = self
+        while node.parent is not None and node.depth > 1:
+            node = node.parent
+        return node.ordinal if node.depth >= 1 else None
+
+    def counted_tokens(self, rule: str) -> int:
+        """The tokens the over-length test counts: the whole path's ("path") or, as in the
+        authors' code, where a node's count never adds its parent's, its own step's ("step")."""
+        return self.step_tokens if rule == "step" else self.path_tokens
+
+    def snapshot(self, rule: str = "path") -> NodeSnapshot:
         # Ordinals are assigned in a deterministic order, so they serve as the tie-break key.
         return NodeSnapshot(
             key=self.ordinal,
             depth=self.depth,
             score=self.score,
             terminal=self.terminal,
-            path_tokens=self.path_tokens,
+            path_tokens=self.counted_tokens(rule),
+            lineage=self.lineage(),
         )
 
 
@@ -87,6 +102,7 @@ class ProblemTree:
             path_tokens=record.path_tokens,
             terminal=record.terminal,
             prompt=prompt,
+            step_tokens=record.completion_tokens if parent is not None else 0,
         )
         if parent is not None:
             parent.children.append(node)
@@ -102,13 +118,14 @@ class ProblemTree:
     def depth_completed(self) -> int:
         return len(self.levels) - 1
 
-    def finished_before(self, depth: int, max_path_tokens: int) -> int:
-        """Nodes at depths < `depth` that were terminal or over the path token limit."""
+    def finished_before(self, depth: int, max_path_tokens: int, rule: str = "path") -> int:
+        """Nodes at depths < `depth` that were terminal or over the token limit (counted by
+        the path-token `rule`)."""
         return sum(
             1
             for level in self.levels[:depth]
             for node in level
-            if node.terminal or node.path_tokens >= max_path_tokens
+            if node.terminal or node.counted_tokens(rule) >= max_path_tokens
         )
 
 
@@ -155,23 +172,30 @@ class ProblemSearch:
         rows = await asyncio.to_thread(repo.load_tree, ctx.db, problem.id)
         tree = rebuild_tree(rows, self.template, problem.question)
         if not tree.levels:
-            await self._commit(tree, self._root_level(), started)
+            await self._commit(tree, [self._root_level()], started)
             started = time.monotonic()
         while True:
             depth = tree.depth_completed
             frontier = tree.levels[depth]
+            rule = ctx.config.path_token_rule
             decision = ctx.strategy.decide(
-                [node.snapshot() for node in frontier],
-                tree.finished_before(depth, ctx.config.max_tokens),
+                [node.snapshot(rule) for node in frontier],
+                tree.finished_before(depth, ctx.config.max_tokens, rule),
                 depth,
+                problem_index=problem.dataset_index,
             )
             if decision.stop or decision.total_children == 0:
                 await asyncio.to_thread(
                     repo.finish_problem, ctx.db, problem.id, time.monotonic() - started
                 )
                 return
-            level = await self._expand(frontier, decision)
-            await self._commit(tree, level, started)
+            if depth == 0 and ctx.config.whole_solutions:
+                levels = await expand_whole(
+                    ctx, problem, frontier[0].prompt, decision.total_children
+                )
+            else:
+                levels = [await self._expand(frontier, decision)]
+            await self._commit(tree, levels, started)
             started = time.monotonic()
 
     def _root_level(self) -> LevelCommit:
@@ -181,10 +205,12 @@ class ProblemSearch:
     async def _expand(self, frontier: list[TreeNode], decision: LevelDecision) -> LevelCommit:
         ctx = self.ctx
         by_key = {node.ordinal: node for node in frontier}
-        parents = [
-            (by_key[e.key], e.children) for e in sorted(decision.expansions, key=lambda e: e.key)
-        ]
-        parents = [(node, n) for node, n in parents if n > 0]
+        # Children are created parent by parent: in parent creation order, or (the authors'
+        # code) in the decision's best-first order.
+        expansions = list(decision.expansions)
+        if ctx.config.child_order != "best-first":
+            expansions.sort(key=lambda e: e.key)
+        parents = [(by_key[e.key], e.children) for e in expansions if e.children > 0]
         batches: list[StepBatch] = await asyncio.gather(
             *(self._request_steps(node, n) for node, n in parents)
         )
@@ -202,12 +228,14 @@ class ProblemSearch:
     async def _request_steps(self, node: TreeNode, n: int) -> StepBatch:
         config = self.ctx.config
         seed = request_seed(config.seed, self.problem.dataset_index, node.depth, node.ordinal)
-        left = max(1, config.max_tokens - node.path_tokens)
+        max_tokens = config.max_step_tokens
+        if config.path_token_rule == "path":  # the request may use only what the path has left
+            max_tokens = min(max_tokens, max(1, config.max_tokens - node.path_tokens))
         return await self.ctx.policy.expand(
             node.prompt,
             n,
-            stop=list(self.template.stop),
-            max_tokens=min(config.max_step_tokens, left),
+            stop=list(self.template.stops_for(node.depth)),
+            max_tokens=max_tokens,
             temperature=config.temperature,
             top_p=config.top_p,
             seed=seed,
@@ -221,7 +249,8 @@ class ProblemSearch:
         scores: list[ScoreBatch],
         decision: LevelDecision,
     ) -> LevelCommit:
-        """The level's nodes in deterministic order: parents by ordinal, then sample index."""
+        """The level's nodes in deterministic order: parents in `parents` order (see
+        `_expand`), then sample index."""
         config = self.ctx.config
         nodes: list[NewNode] = []
         for (parent, _), batch, scored in zip(parents, batches, scores, strict=True):
@@ -231,13 +260,17 @@ class ProblemSearch:
             pairs = zip(batch.completions, scored.scores, strict=True)
             for index, (completion, score) in enumerate(pairs):
                 path_tokens = parent.path_tokens + completion.completion_tokens
+                counted = path_tokens
+                if config.path_token_rule == "step":
+                    counted = completion.completion_tokens
                 reason, answer = classify_step(
                     completion,
                     self.template,
                     depth=depth,
-                    path_tokens=path_tokens,
+                    path_tokens=counted,
                     max_depth=config.max_depth,
                     max_path_tokens=config.max_tokens,
+                    leaf_rule=config.leaf_rule,
                 )
                 nodes.append(
                     NewNode(
@@ -253,26 +286,31 @@ class ProblemSearch:
                         finish_reason=completion.finish_reason,
                         terminal_reason=reason,
                         answer=answer,
-                        seed=seed,
+                        # A seed the server was not sent (or ignores) is not recorded.
+                        seed=seed if batch.seeded else None,
                     )
                 )
         return LevelCommit(
             depth=depth,
             nodes=tuple(nodes),
             allocations=tuple(
-                (e.key, float(e.weight), int(e.children)) for e in decision.expansions
+                (e.key, float(e.weight), int(e.children), e.subtree) for e in decision.expansions
             ),
             counters=level_counters(batches, scores),
         )
 
-    async def _commit(self, tree: ProblemTree, level: LevelCommit, started: float) -> None:
+    async def _commit(self, tree: ProblemTree, levels: list[LevelCommit], started: float) -> None:
+        """Commit consecutive levels in one transaction, then add them to the in-memory tree."""
         await asyncio.to_thread(
-            repo.commit_level, self.ctx.db, self.problem.id, level, time.monotonic() - started
+            repo.commit_levels, self.ctx.db, self.problem.id, levels, time.monotonic() - started
         )
-        parents = tree.levels[level.depth - 1] if level.depth > 0 else []
-        by_ordinal = {node.ordinal: node for node in parents}
-        tree.ensure_depth(level.depth)
-        for new in level.nodes:
-            parent = by_ordinal.get(new.parent_ordinal) if new.parent_ordinal is not None else None
-            tree.add(new, parent)
-        self.ctx.events.level_committed(self.problem, level)
+        for level in levels:
+            parents = tree.levels[level.depth - 1] if level.depth > 0 else []
+            by_ordinal = {node.ordinal: node for node in parents}
+            tree.ensure_depth(level.depth)
+            for new in level.nodes:
+                parent = (
+                    by_ordinal.get(new.parent_ordinal) if new.parent_ordinal is not None else None
+                )
+                tree.add(new, parent)
+            self.ctx.events.level_committed(self.problem, level)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from rebase_cli.clients.path_reward import PathScorer
 from rebase_cli.clients.policy import PolicyClient
 from rebase_cli.clients.pool import server_figures
 from rebase_cli.clients.retry import RetryPolicy
@@ -16,6 +18,7 @@ from rebase_cli.datasets import load_dataset
 from rebase_cli.domain import Dataset
 from rebase_cli.errors import ConfigError, UsageError
 from rebase_cli.prompts import load_template
+from rebase_cli.runner import reproducibility
 from rebase_cli.runner.config import SearchConfig, build_config, load_config_file
 from rebase_cli.runner.context import DelimiterMonitor, SearchContext, SearchEvents
 from rebase_cli.runner.runner import RunOutcome, execute_run, lease_ttl
@@ -24,11 +27,13 @@ from rebase_cli.search import get_strategy, make_params
 from rebase_cli.search.base import Strategy
 from rebase_cli.serving.registry import healthy_server
 from rebase_cli.sim.config import SimConfig
+from rebase_cli.sim.flavours import DEFAULT_FLAVOUR, FLAVOURS
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
 from rebase_cli.url_lists import split_urls
 
 SIM = "sim"
+SIM_PREFIX = "sim:"  # `sim:FLAVOUR` picks the real server the simulator imitates
 SIM_POLICY_MODEL = SimConfig.policy_model
 SIM_REWARD_MODEL = SimConfig.reward_model
 
@@ -43,6 +48,35 @@ class EndpointRequest:
     reward_api_key: str | None = None
     policy_model: str | None = None
     reward_model: str | None = None
+    policy_server: str | None = None  # the policy server's kind; None: ask the server
+
+    def sim_flavour(self) -> str | None:
+        """The simulator flavour asked for (`sim` or `sim:FLAVOUR` on either endpoint), or
+        None when neither endpoint is the simulator. Both endpoints share one simulator."""
+        flavours = set()
+        for given in (self.policy, self.reward):
+            if given == SIM:
+                flavours.add(None)
+            elif given is not None and given.startswith(SIM_PREFIX):
+                flavour = given[len(SIM_PREFIX) :]
+                if flavour not in FLAVOURS:
+                    raise UsageError(
+                        f"unknown simulator flavour {flavour!r} in {given!r}",
+                        f"use sim or sim:FLAVOUR with one of {', '.join(FLAVOURS)}",
+                    )
+                flavours.add(flavour)
+        if not flavours:
+            return None
+        named = flavours - {None}
+        if len(named) > 1:
+            raise UsageError(
+                "--policy and --reward name different simulator flavours",
+                "one simulator serves both; name the flavour once",
+            )
+        return next(iter(named), None) or DEFAULT_FLAVOUR
+
+    def is_sim(self, given: str | None) -> bool:
+        return given is not None and (given == SIM or given.startswith(SIM_PREFIX))
 
 
 def _endpoint(
@@ -50,12 +84,12 @@ def _endpoint(
 ) -> tuple[str, str | None]:
     """(URL, API key) of a role: `sim`, the given URL, or the newest healthy server that
     `rebase serve` registered (whose key, if any, is read from the variable it names)."""
-    if given == SIM:
+    if given is not None and (given == SIM or given.startswith(SIM_PREFIX)):
         assert sim_url is not None
         return sim_url, None
     if given is not None:
         urls = split_urls(given)
-        if SIM in urls:
+        if any(url == SIM or url.startswith(SIM_PREFIX) for url in urls):
             raise UsageError(
                 f"--{role} sim cannot be combined with URLs", f"pass --{role} sim alone"
             )
@@ -72,12 +106,14 @@ def _endpoint(
 
 
 @asynccontextmanager
-async def _simulator(dataset: Dataset, template: str) -> AsyncIterator[str]:
+async def _simulator(dataset: Dataset, template: str, flavour: str) -> AsyncIterator[str]:
     """The simulator (policy and PRM) on a free port in a background thread of this process,
     serving the problems of `dataset` as loaded (with the user's field names)."""
     from rebase_cli.sim.inprocess import start_in_thread
 
-    config = SimConfig(role="both", port=0, datasets=(dataset.name,), template=template)
+    config = SimConfig(
+        role="both", flavour=flavour, port=0, datasets=(dataset.name,), template=template
+    )
     handle = await asyncio.to_thread(start_in_thread, config, problems=dataset.problems)
     try:
         yield handle.url
@@ -96,8 +132,9 @@ async def connected_clients(
     `--policy sim` / `--reward sim` was asked for, and the model ids resolved from the servers."""
     async with AsyncExitStack() as stack:
         sim_url = None
-        if SIM in (request.policy, request.reward):
-            sim_url = await stack.enter_async_context(_simulator(dataset, config.template))
+        flavour = request.sim_flavour()
+        if flavour is not None:
+            sim_url = await stack.enter_async_context(_simulator(dataset, config.template, flavour))
         policy_url, policy_key = _endpoint(
             db, "policy", request.policy, request.policy_api_key, sim_url
         )
@@ -110,8 +147,12 @@ async def connected_clients(
             max_total_wait=config.server_wait,
         )
         # The in-process simulator serves both roles; name each model so neither is guessed.
-        policy_model = request.policy_model or (SIM_POLICY_MODEL if request.policy == SIM else None)
-        reward_model = request.reward_model or (SIM_REWARD_MODEL if request.reward == SIM else None)
+        policy_model = request.policy_model or (
+            SIM_POLICY_MODEL if request.is_sim(request.policy) else None
+        )
+        reward_model = request.reward_model or (
+            SIM_REWARD_MODEL if request.is_sim(request.reward) else None
+        )
         policy = PolicyClient(
             policy_url,
             model=policy_model,
@@ -119,6 +160,7 @@ async def connected_clients(
             retry=retry,
             max_in_flight=config.max_in_flight,
             max_n=config.samples_per_request,
+            server=request.policy_server,
         )
         stack.push_async_callback(policy.aclose)
         reward = make_reward_client(
@@ -141,19 +183,24 @@ async def connected_clients(
         # at a policy server (or the wrong --reward-protocol) would only fail at the first
         # scoring call, after the run was created: one tiny scoring call finds it now.
         await reward.score("What is 1 + 1?", [], ["1 + 1 = 2."])
+        await policy.sampling_plan()  # identifies the policy server before the run starts
         yield policy, reward, endpoints
 
 
-def run_capabilities(policy: PolicyClient, reward: HttpReward) -> dict:
-    """What goes into `run.capabilities_json`: what the policy server supports, and, for roles
-    served by several URLs, each server's figures (requests, failed attempts, tokens, outages)
-    in this session."""
-    capabilities: dict = dict(policy.capabilities)
+def server_capabilities(policy: PolicyClient, reward: HttpReward) -> dict:
+    """For roles served by several URLs, each server's figures in this session (requests,
+    failed attempts, tokens, outages), under `policy_servers` / `reward_servers`."""
+    capabilities: dict = {}
     for role, client in (("policy", policy), ("reward", reward)):
         figures = server_figures(client.endpoint)
         if figures is not None:
             capabilities[f"{role}_servers"] = figures
     return capabilities
+
+
+def path_scorer_for(config: SearchConfig, reward: HttpReward) -> PathScorer | None:
+    """The whole-path scorer of whole-solution sampling (None for every other method)."""
+    return PathScorer(reward) if config.whole_solutions else None
 
 
 def strategy_for(config: SearchConfig) -> Strategy:
@@ -167,6 +214,11 @@ def strategy_for(config: SearchConfig) -> Strategy:
                 "max_path_tokens": config.max_tokens,
                 "max_depth": config.max_depth,
                 "beam_expansion": config.beam_expansion,
+                "tie_order": config.tie_order,
+                "share_rounding": config.share_rounding,
+                "truncate_ratio": config.truncate_ratio,
+                "particle_temperature": config.particle_temperature,
+                "seed": config.seed,
             }
         ),
     )
@@ -207,6 +259,20 @@ async def run_search(
         endpoints,
     ):
         prepared = await asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset)
+        stored = prepared.run.capabilities_json
+        previous = json.loads(stored) if stored else None
+
+        def record_capabilities(extra: dict | None = None) -> None:
+            current = {
+                **policy.capabilities,
+                **server_capabilities(policy, reward),
+                **(extra or {}),
+            }
+            merged = reproducibility.merge(previous, current)
+            repo.set_run_capabilities(db, prepared.run.id, merged)
+
+        # Recorded before the first level, so that a killed run still says how it sampled.
+        await asyncio.to_thread(record_capabilities)
         on_prepared(prepared, endpoints)
         ctx = SearchContext(
             db=db,
@@ -218,12 +284,13 @@ async def run_search(
             reward=reward,
             events=events_factory(prepared),
             monitor=DelimiterMonitor(),
+            path_scorer=path_scorer_for(prepared.config, reward),
         )
         try:
             outcome = await execute_run(ctx)
         finally:
-            # What the policy server supports (n > 1, matched_stop, usage) goes into the run.
-            await asyncio.to_thread(
-                repo.set_run_capabilities, db, prepared.run.id, run_capabilities(policy, reward)
-            )
+            # What the policy server supports (n > 1, matched_stop, usage, its sampling plan),
+            # what the path scorer saw, and each server's figures go into the run.
+            extra = ctx.path_scorer.capabilities if ctx.path_scorer is not None else None
+            await asyncio.to_thread(record_capabilities, extra)
         return prepared, outcome

@@ -11,9 +11,11 @@ from dataclasses import fields
 from typing import Any
 
 from rebase_cli.errors import ConfigError
-from rebase_cli.search.base import Strategy, StrategyParams
+from rebase_cli.search.base import SHARE_ROUNDINGS, TIE_ORDERS, Strategy, StrategyParams
 from rebase_cli.search.beam import BeamStrategy, allocate_beam
+from rebase_cli.search.dvts import DvtsStrategy, allocate_dvts
 from rebase_cli.search.frontier import count_finished, is_finished
+from rebase_cli.search.particle import ParticleStrategy, allocate_particles
 from rebase_cli.search.rebase import RebaseStrategy, allocate_rebase
 from rebase_cli.search.sample import SampleStrategy, allocate_sample
 
@@ -21,6 +23,8 @@ STRATEGIES: dict[str, Callable[[StrategyParams], Strategy]] = {
     "rebase": RebaseStrategy,
     "sample": SampleStrategy,
     "beam": BeamStrategy,
+    "dvts": DvtsStrategy,
+    "particle": ParticleStrategy,
 }
 
 __all__ = [
@@ -28,6 +32,8 @@ __all__ = [
     "Strategy",
     "StrategyParams",
     "allocate_beam",
+    "allocate_dvts",
+    "allocate_particles",
     "allocate_rebase",
     "allocate_sample",
     "count_finished",
@@ -72,12 +78,28 @@ def _validate(params: StrategyParams) -> None:
         problems.append(f"max_depth must be an integer >= 1 (got {params.max_depth!r})")
     if not integer(params.beam_expansion) or params.beam_expansion < 1:
         problems.append(f"beam_expansion must be an integer >= 1 (got {params.beam_expansion!r})")
+    if params.tie_order not in TIE_ORDERS:
+        problems.append(f"tie_order must be one of {', '.join(TIE_ORDERS)}")
+    if params.share_rounding not in SHARE_ROUNDINGS:
+        problems.append(f"share_rounding must be one of {', '.join(SHARE_ROUNDINGS)}")
+    ratio = params.truncate_ratio
+    if ratio is not None and (
+        isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1
+    ):
+        problems.append(f"truncate_ratio must be a number in (0, 1] (got {ratio!r})")
+    temperature = params.particle_temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        problems.append(f"particle_temperature must be a number (got {temperature!r})")
+    elif not temperature > 0:
+        problems.append(f"particle_temperature must be > 0 (got {temperature!r})")
+    if not integer(params.seed) or params.seed < 0:
+        problems.append(f"seed must be an integer >= 0 (got {params.seed!r})")
     if problems:
         raise ConfigError("; ".join(problems), "fix the search configuration")
 
 
 def get_strategy(name: str, params: StrategyParams | Mapping[str, Any]) -> Strategy:
-    """The strategy called `name` ("rebase", "sample" or "beam") with validated `params`."""
+    """The strategy called `name` (a key of STRATEGIES) with validated `params`."""
     factory = STRATEGIES.get(name)
     if factory is None:
         raise ConfigError(

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from rebase_cli.domain import LevelDecision, NodeSnapshot
+
+# Equal scores: the earlier-created node first (ours), or the later one first (the authors'
+# stable ascending sort, then reversed).
+TieOrder = Literal["earlier-first", "later-first"]
+# How shares become child counts: the authors' sequential ceiling, or the paper's Round(W * p).
+ShareRounding = Literal["sequential-ceil", "round"]
+TIE_ORDERS: tuple[str, ...] = ("earlier-first", "later-first")
+SHARE_ROUNDINGS: tuple[str, ...] = ("sequential-ceil", "round")
 
 
 @dataclass(frozen=True)
@@ -19,13 +27,22 @@ class StrategyParams:
     """Search parameters shared by the strategies (reference defaults).
 
     `width` is the budget N (paths per problem). `max_depth` None means unbounded.
-    `beam_expansion` is M of beam search (each kept node gets M children, N/M nodes kept)."""
+    `beam_expansion` is M of beam search (each kept node gets M children, N/M nodes kept) and
+    of DVTS (N/M subtrees expanded M ways). `tie_order`, `share_rounding` and `truncate_ratio`
+    (None: no truncation) shape REBASE's allocation (see `search.rebase` and `search.shares`).
+    `particle_temperature` is T of particle filtering's resampling weights softmax(score / T);
+    `seed` is the run seed its draws derive from."""
 
     width: int
     balance_temperature: float = 0.2
     max_path_tokens: int = 1024
     max_depth: int | None = 25
     beam_expansion: int = 4
+    tie_order: TieOrder = "earlier-first"
+    share_rounding: ShareRounding = "sequential-ceil"
+    truncate_ratio: float | None = None
+    particle_temperature: float = 0.2
+    seed: int = 0
 
 
 class Strategy(Protocol):
@@ -35,9 +52,17 @@ class Strategy(Protocol):
     params: StrategyParams
 
     def decide(
-        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
+        self,
+        frontier: Sequence[NodeSnapshot],
+        finished_so_far: int,
+        depth: int,
+        *,
+        problem_index: int = 0,
     ) -> LevelDecision:
         """The decision for depth `depth` whose nodes are `frontier`.
+
+        `problem_index` (the problem's dataset index) is what a strategy that draws random
+        numbers derives them from, with `params.seed` and `depth`; the others ignore it.
 
         `finished_so_far` counts the nodes at depths < `depth` that were terminal or over the
         path token limit (each used one unit of width). The width left for this depth is

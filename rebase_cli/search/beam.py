@@ -26,17 +26,18 @@ def allocate_beam(
     expansion: int,
     max_path_tokens: int,
     depth: int,
+    tie_order: str = "earlier-first",
 ) -> LevelDecision:
     """The beam decision for the frontier `nodes` at `depth`.
 
     `width` has the meaning of `allocate_rebase`'s. Deeper than 0, the ceil(W / M) best open
-    nodes (score descending, key ascending) are kept and get M children each, the last one
-    fewer so the total never exceeds W; the rest are pruned. With fewer open nodes than that the
-    beam is simply smaller. Kept nodes share weight uniformly, pruned ones have weight 0.
+    nodes (score descending, equal scores by `tie_order`) are kept and get M children each, the
+    last one fewer so the total never exceeds W; the rest are pruned. With fewer open nodes than
+    that the beam is simply smaller. Kept nodes share weight uniformly, pruned ones have weight 0.
     """
     if expansion < 1:
         raise ValueError(f"beam expansion must be >= 1, got {expansion}")
-    open_nodes, finished = split_frontier(nodes, max_path_tokens)
+    open_nodes, finished = split_frontier(nodes, max_path_tokens, tie_order=tie_order)
     remaining = width - finished
     if remaining <= 0 or not open_nodes:
         return stopped_decision(open_nodes, remaining)
@@ -69,4 +70,5 @@ class BeamStrategy(WidthStrategy):
             expansion=self.params.beam_expansion,
             max_path_tokens=self.params.max_path_tokens,
             depth=depth,
+            tie_order=self.params.tie_order,
         )

@@ -21,10 +21,13 @@ def count_finished(nodes: Sequence[NodeSnapshot], max_path_tokens: int) -> int:
 
 
 def split_frontier(
-    nodes: Sequence[NodeSnapshot], max_path_tokens: int
+    nodes: Sequence[NodeSnapshot], max_path_tokens: int, *, tie_order: str = "earlier-first"
 ) -> tuple[list[NodeSnapshot], int]:
-    """The open nodes sorted best-first (score descending, key ascending) and the number of
-    finished nodes. Raises ValueError on an open node with a non-finite score."""
+    """The open nodes sorted best-first and the number of finished nodes.
+
+    Score descending; equal scores by key ascending ("earlier-first"), or by key descending
+    ("later-first": what a stable ascending sort of the key-ordered nodes, reversed, gives).
+    Raises ValueError on an open node with a non-finite score."""
     open_nodes = []
     finished = 0
     for node in nodes:
@@ -34,7 +37,8 @@ def split_frontier(
         if not math.isfinite(node.score):
             raise ValueError(f"node {node.key} has a non-finite score {node.score!r}")
         open_nodes.append(node)
-    open_nodes.sort(key=lambda node: (-node.score, node.key))
+    sign = -1 if tie_order == "later-first" else 1
+    open_nodes.sort(key=lambda node: (-node.score, sign * node.key))
     return open_nodes, finished
 
 
@@ -68,7 +72,12 @@ class WidthStrategy:
         self.params = params
 
     def decide(
-        self, frontier: Sequence[NodeSnapshot], finished_so_far: int, depth: int
+        self,
+        frontier: Sequence[NodeSnapshot],
+        finished_so_far: int,
+        depth: int,
+        *,
+        problem_index: int = 0,
     ) -> LevelDecision:
         width = self.params.width - finished_so_far
         if reached_max_depth(depth, self.params.max_depth):

@@ -2,7 +2,8 @@
 
 At each depth the open nodes share the width that is still left; terminal and over-length nodes
 keep the unit of width their path already used. The shares follow softmax(score / T) and are
-turned into whole child counts by walking the nodes best-first and rounding each share up:
+turned into whole child counts (by default, as the authors' code does, by walking the nodes
+best-first and rounding each share up; see `shares` for the paper's rounding):
 
     n_i = ceil(W_left * w_i / sum_{j >= i} w_j),  W_left -= n_i
 
@@ -19,11 +20,19 @@ import math
 from collections.abc import Sequence
 
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+from rebase_cli.search.base import ShareRounding, TieOrder
 from rebase_cli.search.frontier import (
     WidthStrategy,
     split_frontier,
     stopped_decision,
 )
+from rebase_cli.search.shares import (
+    rounded_shares,
+    sequential_ceil,
+    truncated_count,
+)
+
+__all__ = ["RebaseStrategy", "allocate_rebase", "sequential_ceil", "softmax_weights"]
 
 
 def softmax_weights(scores: Sequence[float], temperature: float) -> list[float]:
@@ -34,40 +43,15 @@ def softmax_weights(scores: Sequence[float], temperature: float) -> list[float]:
     return [math.exp((score - top) / temperature) for score in scores]
 
 
-def sequential_ceil(weights: Sequence[float], width: int) -> list[int]:
-    """Walk `weights` in order giving ceil(W_left * w_i / sum_{j>=i} w_j) to each.
-
-    Evaluated exactly: each float weight is an integer multiple of a common power of two, so
-    the suffix sums and the ceilings are computed on Python integers. Invariants: every count is
-    >= 0; the counts sum to `width` whenever width > 0 and some weight is positive; the first
-    positive weight gets >= 1.
-    """
-    if width <= 0 or not weights:
-        return [0] * len(weights)
-    ratios = [w.as_integer_ratio() for w in weights]
-    scale = max(den for _, den in ratios)  # every denominator is a power of two dividing it
-    scaled = [num * (scale // den) for num, den in ratios]
-    suffix = [0] * (len(scaled) + 1)
-    for i in range(len(scaled) - 1, -1, -1):
-        suffix[i] = suffix[i + 1] + scaled[i]
-    counts = []
-    left = width
-    for i, weight in enumerate(scaled):
-        if left <= 0 or weight <= 0:
-            counts.append(0)
-            continue
-        count = -(-left * weight // suffix[i])  # exact ceil; <= left because weight <= suffix
-        counts.append(count)
-        left -= count
-    return counts
-
-
 def allocate_rebase(
     nodes: Sequence[NodeSnapshot],
     *,
     width: int,
     balance_temperature: float,
     max_path_tokens: int,
+    tie_order: TieOrder = "earlier-first",
+    share_rounding: ShareRounding = "sequential-ceil",
+    truncate_ratio: float | None = None,
 ) -> LevelDecision:
     """The REBASE decision for the frontier `nodes` (all nodes of the current depth).
 
@@ -77,20 +61,32 @@ def allocate_rebase(
     `remaining_width` is what is left after them (never negative), which is also the `width`
     to pass for the next depth.
 
-    Returns one Expansion per open node, best first, with its softmax share (summing to 1) and
-    child count; counts sum to `remaining_width`, and 0 means pruned. `stop` is True when no
-    width or no open node is left; then every open node is listed with weight 0 and 0 children.
+    Returns one Expansion per open node, best first (equal scores ordered by `tie_order`),
+    with its softmax share and child count; 0 children means pruned. With `truncate_ratio`
+    (`softmax_with_truncate`) only the best `truncated_count` nodes share the width and carry
+    weight; the rest get weight 0. With `share_rounding` "sequential-ceil" the counts sum to
+    `remaining_width`; with "round" (the paper's formula) each is its rounded share. `stop` is
+    True when no width or no open node is left; then every open node is listed with weight 0
+    and 0 children.
     """
-    open_nodes, finished = split_frontier(nodes, max_path_tokens)
+    open_nodes, finished = split_frontier(nodes, max_path_tokens, tie_order=tie_order)
     remaining = width - finished
     if remaining <= 0 or not open_nodes:
         return stopped_decision(open_nodes, remaining)
-    weights = softmax_weights([node.score for node in open_nodes], balance_temperature)
+    kept = len(open_nodes)
+    if truncate_ratio is not None:
+        kept = truncated_count(len(open_nodes), truncate_ratio)
+    weights = softmax_weights([node.score for node in open_nodes[:kept]], balance_temperature)
     total = math.fsum(weights)
-    counts = sequential_ceil(weights, remaining)
+    if share_rounding == "round":
+        counts = rounded_shares(weights, remaining)
+    else:
+        counts = sequential_ceil(weights, remaining)
+    pruned = len(open_nodes) - kept
+    shares = [weight / total for weight in weights] + [0.0] * pruned
     expansions = tuple(
-        Expansion(key=node.key, weight=weight / total, children=count)
-        for node, weight, count in zip(open_nodes, weights, counts, strict=True)
+        Expansion(key=node.key, weight=share, children=count)
+        for node, share, count in zip(open_nodes, shares, [*counts, *[0] * pruned], strict=True)
     )
     return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
 
@@ -101,9 +97,13 @@ class RebaseStrategy(WidthStrategy):
     name = "rebase"
 
     def allocate(self, frontier: Sequence[NodeSnapshot], width: int, depth: int) -> LevelDecision:
+        params = self.params
         return allocate_rebase(
             frontier,
             width=width,
-            balance_temperature=self.params.balance_temperature,
-            max_path_tokens=self.params.max_path_tokens,
+            balance_temperature=params.balance_temperature,
+            max_path_tokens=params.max_path_tokens,
+            tie_order=params.tie_order,
+            share_rounding=params.share_rounding,
+            truncate_ratio=params.truncate_ratio,
         )

@@ -1,9 +1,13 @@
-"""Readiness: poll `GET /health` until it answers 200.
+"""Readiness: poll the server until it says it is ready.
 
 A server goes through three phases: not listening (connection refused), loading (SGLang
-answers 503 until its model is loaded and warmed up) and ready (200). Start-up fails fast when
-the process exits, and times out otherwise; both errors carry the log tail (set by the caller,
-who knows the log file).
+answers 503 until its model is loaded and warmed up) and ready (200). The probe asks
+`GET /ready` first: SGLang answers it at once, while its `/health` runs a one-token generation
+and takes at least a second (longer when the server is busy). Servers without `/ready` (vLLM,
+`transformers serve`: 404) are asked `GET /health`. A server that accepted the connection but
+did not answer in time is *busy*, never "down": it is alive, and a search may use it. Start-up
+fails fast when the process exits, and times out otherwise; both errors carry the log tail
+(set by the caller, who knows the log file).
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ import httpx
 from rebase_cli.errors import ServeError
 
 PROBE_TIMEOUT_S = 5.0
+READY = "ready"
+BUSY = "busy (no answer in time)"
+NOT_LISTENING = "not listening"
+ABSENT_ROUTE = frozenset({404, 405})
 
 
 class StartupError(ServeError):
@@ -33,20 +41,26 @@ def _headers(api_key: str | None) -> dict[str, str]:
 
 
 def check(client: httpx.Client, url: str) -> str:
-    """One probe of `url`/health: "ready", "loading (HTTP 503)" or "not listening"."""
+    """One probe: READY, "loading (HTTP 503)", BUSY or NOT_LISTENING (see the module doc)."""
     try:
-        response = client.get(f"{url}/health")
+        response = client.get(f"{url}/ready")
+        if response.status_code in ABSENT_ROUTE:
+            response = client.get(f"{url}/health")
+    except httpx.ConnectTimeout:
+        return NOT_LISTENING
+    except httpx.TimeoutException:
+        return BUSY
     except httpx.TransportError:
-        return "not listening"
+        return NOT_LISTENING
     if response.status_code == 200:
-        return "ready"
+        return READY
     return f"loading (HTTP {response.status_code})"
 
 
 def is_healthy(url: str, *, api_key: str | None = None, timeout: float = 2.0) -> bool:
-    """A single probe: does `url`/health answer 200 within `timeout` seconds?"""
+    """A single probe: is `url` ready, or alive but too busy to answer within `timeout`?"""
     with httpx.Client(timeout=timeout, headers=_headers(api_key)) as client:
-        return check(client, url) == "ready"
+        return check(client, url) in (READY, BUSY)
 
 
 def wait_until_healthy(
@@ -59,12 +73,12 @@ def wait_until_healthy(
     interval: float = 0.2,
     on_progress: Callable[[str, float], None] | None = None,
 ) -> float:
-    """Poll until `url`/health answers 200; return the seconds it took.
+    """Poll until the server is ready (`check`); return the seconds it took.
 
     `exit_code()` is checked before every probe: a process that exits is reported at once, not
     after the timeout. `on_progress(phase, elapsed)` is called after every probe."""
     started = time.monotonic()
-    phase = "not listening"
+    phase = NOT_LISTENING
     with httpx.Client(timeout=PROBE_TIMEOUT_S, headers=_headers(api_key)) as client:
         while True:
             elapsed = time.monotonic() - started
@@ -79,7 +93,7 @@ def wait_until_healthy(
                     "see its log lines above; large models may need a longer --timeout",
                 )
             phase = check(client, url)
-            if phase == "ready":
+            if phase == READY:
                 return time.monotonic() - started
             if on_progress is not None:
                 on_progress(phase, elapsed)

@@ -50,6 +50,8 @@ class ServeSpec:
     served_model_name: str | None = None
     reward_protocol: str | None = None
     device: str | None = None
+    # Seeded, reproducible sampling (SGLang's --enable-deterministic-inference); None: off.
+    deterministic: bool | None = None
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -59,7 +61,16 @@ class ServeSpec:
 
 
 # The optional fields an engine may or may not understand; each launcher lists its own.
-OPTIONAL_FIELDS = ("model", "tp", "dp", "mem_fraction", "api_key", "served_model_name", "device")
+OPTIONAL_FIELDS = (
+    "model",
+    "tp",
+    "dp",
+    "mem_fraction",
+    "api_key",
+    "served_model_name",
+    "device",
+    "deterministic",
+)
 _FLAG_NAMES = {
     "model": "--model",
     "tp": "--tp",
@@ -68,6 +79,7 @@ _FLAG_NAMES = {
     "api_key": "--api-key",
     "served_model_name": "--served-model-name",
     "device": "--device",
+    "deterministic": "--deterministic",
 }
 
 
@@ -98,6 +110,8 @@ def validate(spec: ServeSpec, launcher: Launcher) -> None:
                 f"unknown reward protocol {spec.reward_protocol!r}",
                 f"choose one of {', '.join(REWARD_PROTOCOLS)}",
             )
+    if spec.deterministic is not None and spec.role != "policy":
+        raise UsageError("--deterministic applies only to `rebase serve policy`")
     values = {f.name: getattr(spec, f.name) for f in fields(spec)}
     for name in OPTIONAL_FIELDS:
         if values[name] is not None and name not in launcher.options:
@@ -209,6 +223,10 @@ class SGLangLauncher:
             argv += ["--served-model-name", spec.served_model_name]
         if spec.role == "reward" and spec.reward_protocol == "classify":
             argv.append("--is-embedding")
+        if spec.deterministic:
+            # Without it SGLang never applies a request's seed; with it, each child of a
+            # search gets its own seed from the client (see clients.sampling_plan).
+            argv.append("--enable-deterministic-inference")
         return argv + list(spec.extra_args)
 
     def env(self, spec: ServeSpec) -> Mapping[str, str]:
@@ -225,7 +243,7 @@ class SimLauncher:
 
     name = "sim"
     default_timeout = 60.0
-    options = frozenset({"model"})
+    options = frozenset({"model", "deterministic"})
     datasets = ("gsm8k", "math500")
 
     def preflight(self, spec: ServeSpec) -> None:
@@ -239,6 +257,8 @@ class SimLauncher:
             argv += ["--dataset", name]
         if spec.model is not None:  # the simulator insists on ids starting with "sim-"
             argv += [f"--{spec.role}-model-id", spec.model]
+        if spec.deterministic:
+            argv += ["--flavour", "sglang-deterministic"]
         return argv + list(spec.extra_args)
 
     def env(self, spec: ServeSpec) -> Mapping[str, str]:

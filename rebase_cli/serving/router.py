@@ -171,3 +171,22 @@ def router_workers(url: str, timeout: float = 2.0) -> list[dict[str, object]] | 
         return [{"url": w["url"], "healthy": bool(w["is_healthy"])} for w in data["workers"]]
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None
+
+
+def settle(url: str, workers: int, *, timeout: float = 60.0) -> str | None:
+    """Wait until the router at `url` routes to `workers` healthy workers whose model it knows
+    (it discovers them in the background after its /health already answers 200); their model
+    id, or None if that did not happen within `timeout` seconds."""
+    import time
+
+    from rebase_cli.serving import health
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = router_workers(url) or []
+        if len(listed) >= workers and all(w["healthy"] for w in listed):
+            model = health.served_model_id(url)
+            if model not in (None, "unknown"):
+                return model
+        time.sleep(0.2)
+    return None

@@ -10,6 +10,12 @@ against it says nothing about real models. Once listening it prints one line,
 Server
   --role policy|reward|both   routes served (policy: /v1/completions; reward: /v1/score,
                               /classify, /pooling; both: all). Default policy.
+  --flavour F                 the real server imitated (default vllm):
+                              sglang (seed ignored: samples differ from call to call),
+                              sglang-deterministic (--enable-deterministic-inference: the n
+                              choices of a request share its seed), vllm (choice i gets
+                              seed + i; EOS is stop_reason null), openai (`transformers
+                              serve`: ignores n, no stop field, stop string left in the text).
   --host H, --port P          bind address (default 127.0.0.1:30000; port 0 = any free port).
   --dataset D                 gsm8k, math500 or a JSONL path; repeatable (default gsm8k).
   --template NAME|PATH        prompt template (default llemma-metamath).
@@ -53,6 +59,7 @@ import sys
 from rebase_cli.errors import RebaseError
 from rebase_cli.prompts import DEFAULT_TEMPLATE
 from rebase_cli.sim.config import ROLES, FaultConfig, LatencyConfig, SimConfig
+from rebase_cli.sim.flavours import DEFAULT_FLAVOUR, FLAVOURS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--role", choices=ROLES, default="policy")
+    add("--flavour", choices=tuple(FLAVOURS), default=DEFAULT_FLAVOUR)
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=30000)
     add("--dataset", action="append", dest="datasets", metavar="D")
@@ -71,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--policy-model-id", default="sim-policy")
     add("--reward-model-id", default="sim-prm")
     add("--load-seconds", type=float, default=0.0)
+    add("--score-extraction", action="store_true", help="serve /v1/score's setwise readout")
     add("--error-rate", type=float, default=SimConfig.error_rate)
     add("--eos-token-id", type=int, default=2)
     add("--max-model-len", type=int, default=8192)
@@ -95,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         role=args.role,
+        flavour=args.flavour,
         host=args.host,
         port=args.port,
         datasets=tuple(args.datasets or ("gsm8k",)),
@@ -103,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         policy_model=args.policy_model_id,
         reward_model=args.reward_model_id,
         load_seconds=args.load_seconds,
+        score_extraction=args.score_extraction,
         error_rate=args.error_rate,
         eos_token_id=args.eos_token_id,
         max_model_len=args.max_model_len,

@@ -1,8 +1,13 @@
-"""The simulator's ASGI app: SGLang's routes (and vLLM's /pooling) over the simulated models.
+"""The simulator's ASGI app: a real server's routes over the simulated models.
 
-Routes: GET /health, GET /v1/models, GET /model_info, POST /v1/completions, POST /v1/score,
-POST /classify, POST /pooling, GET /sim/stats, POST /sim/reset. A `policy` server answers 404
-on the reward routes and a `reward` server on /v1/completions; `both` serves everything.
+Routes on every flavour: GET /health, GET /v1/models, GET /model_info, POST /v1/completions,
+the reward routes (SGLang's POST /v1/score and /classify, vLLM's POST /pooling: each speaks
+the protocol of the server that has it, so one simulator can stand in for a policy server of
+one kind and a reward server of another), GET /sim/stats, POST /sim/reset. The flavour
+(`sim.flavours`) adds its server's own routes: SGLang's GET /server_info, GET /ready and
+POST /generate, vLLM's GET /version; and it decides how samples are seeded and stops reported.
+A `policy` server answers 404 on the reward routes and a `reward` server on the generation
+routes; `both` serves everything.
 The app never lets an exception escape a model route: a bug becomes a JSON 500, so fault and
 load tests always find the server alive afterwards.
 """
@@ -13,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -28,15 +34,18 @@ from rebase_cli.prompts import load_template
 from rebase_cli.sim.bank import Bank
 from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.faults import Fault, FaultInjector
+from rebase_cli.sim.flavours import SGLANG_VERSION, VLLM_VERSION, choice_seeds
 from rebase_cli.sim.perf import PerfModel
-from rebase_cli.sim.policy import PolicyModel
+from rebase_cli.sim.policy import Choice, PolicyModel, prompt_digest
 from rebase_cli.sim.prm import PrmModel
 from rebase_cli.sim.protocol import (
     BadRequest,
+    ScoreParams,
     dumps,
     parse_body,
     parse_classify,
     parse_completion,
+    parse_generate,
     parse_pooling,
     parse_score,
     sglang_error,
@@ -46,6 +55,8 @@ from rebase_cli.sim.tokenizer import count_tokens
 
 logger = logging.getLogger("rebase_cli.sim")
 JSON = "application/json"
+# Samples remembered to count repeats (`duplicate_samples`); the memory is cleared when full.
+SAMPLE_MEMORY = 500_000
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
@@ -82,6 +93,8 @@ class Simulator:
         self.started = time.monotonic()
         self.bad_requests = 0
         self.internal_errors = 0
+        self.duplicate_samples = 0
+        self._samples: set[tuple[int, int, float, float]] = set()
         self._ids = itertools.count(1)
 
     def next_id(self, prefix: str) -> str:
@@ -91,44 +104,92 @@ class Simulator:
         self.perf.reset()
         self.faults.reset()
         self.rng = random.Random(self.config.seed)
-        self.bad_requests = self.internal_errors = 0
+        self.bad_requests = self.internal_errors = self.duplicate_samples = 0
+        self._samples.clear()
+
+    def _draw_seed(self) -> int:
+        return self.rng.getrandbits(63)
+
+    def _sample(
+        self,
+        prompt: str,
+        seeds: list[int],
+        *,
+        max_tokens: int,
+        stop: tuple[str, ...],
+        temperature: float,
+        top_p: float,
+    ) -> list[Choice]:
+        """The choices for one prompt, one per seed; counts samples drawn again with a seed
+        already used for this prompt (what collapses a search tree)."""
+        if temperature > 0:
+            for seed in seeds:
+                key = (prompt_digest(prompt), seed, temperature, top_p)
+                if key in self._samples:
+                    self.duplicate_samples += 1
+                elif len(self._samples) >= SAMPLE_MEMORY:
+                    self._samples.clear()
+                self._samples.add(key)
+        return self.policy.complete(
+            prompt,
+            seeds=seeds,
+            max_tokens=max_tokens,
+            stop=stop,
+            temperature=temperature,
+            top_p=top_p,
+        )
+
+    def _check_length(self, prompt: str) -> int:
+        tokens = count_tokens(prompt)
+        limit = self.config.max_model_len
+        if tokens >= limit:
+            raise BadRequest(
+                f"The input ({tokens} tokens) is longer than the model's context length "
+                f"({limit} tokens)."
+            )
+        return tokens
+
+    def _openai_choice(self, index: int, choice: Choice, token_ids: bool) -> dict[str, Any]:
+        """One /v1/completions choice as the flavour's server reports it."""
+        server = self.config.server
+        text = choice.text
+        out: dict[str, Any] = {"index": index, "text": text, "logprobs": None}
+        out["finish_reason"] = choice.finish_reason
+        if server.stop_field == "matched_stop":
+            out["matched_stop"] = choice.matched_stop
+        elif server.stop_field == "stop_reason":
+            # vLLM: the stop string, or null when the model emitted EOS (or ran out of length).
+            matched = choice.matched_stop
+            out["stop_reason"] = matched if isinstance(matched, str) else None
+        if server.stop_string_in_text and isinstance(choice.matched_stop, str):
+            out["text"] = text + choice.matched_stop
+        if token_ids and server.returns_token_ids:
+            out["token_ids"] = list(choice.token_ids)
+        return out
 
     # -- model routes -----------------------------------------------------------------------
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         params = parse_completion(body)
-        seed = params.seed if params.seed is not None else self.rng.getrandbits(63)
-        limit = self.config.max_model_len
+        server = self.config.server
+        n = params.n if server.honours_n else 1
         choices: list[dict[str, Any]] = []
         prompt_tokens = completion_tokens = longest = 0
         for prompt in params.prompts:
-            tokens = count_tokens(prompt)
-            if tokens >= limit:
-                raise BadRequest(
-                    f"The input ({tokens} tokens) is longer than the model's context length "
-                    f"({limit} tokens)."
-                )
-            prompt_tokens += tokens
-            for choice in self.policy.complete(
+            prompt_tokens += self._check_length(prompt)
+            seeds = choice_seeds(server, params.seed, n, self._draw_seed)
+            sampled = self._sample(
                 prompt,
-                n=params.n,
+                seeds,
                 max_tokens=params.max_tokens,
                 stop=params.stop,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                seed=seed,
-            ):
+            )
+            for choice in sampled:
                 completion_tokens += choice.completion_tokens
                 longest = max(longest, choice.completion_tokens)
-                choices.append(
-                    {
-                        "index": len(choices),
-                        "text": choice.text,
-                        "logprobs": None,
-                        "finish_reason": choice.finish_reason,
-                        "matched_stop": choice.matched_stop,
-                    }
-                )
+                choices.append(self._openai_choice(len(choices), choice, params.return_token_ids))
         await self.perf.serve(
             params.prompts,
             prompt_tokens,
@@ -149,10 +210,59 @@ class Simulator:
             },
         }
 
+    async def generate(self, body: dict[str, Any]) -> Any:
+        """SGLang's native POST /generate: one output per input text, each with its own
+        sampling parameters (`sampling_seed` applied only by a deterministic server)."""
+        items, single = parse_generate(body)
+        server = self.config.server
+        outputs: list[dict[str, Any]] = []
+        prompt_tokens = completion_tokens = longest = 0
+        for item in items:
+            tokens = self._check_length(item.text)
+            prompt_tokens += tokens
+            [seed] = choice_seeds(server, item.sampling_seed, 1, self._draw_seed)
+            [choice] = self._sample(
+                item.text,
+                [seed],
+                max_tokens=max(1, item.max_new_tokens),
+                stop=item.stop,
+                temperature=item.temperature,
+                top_p=item.top_p,
+            )
+            completion_tokens += choice.completion_tokens
+            longest = max(longest, choice.completion_tokens)
+            if choice.finish_reason == "length":
+                finish: dict[str, Any] = {"type": "length", "length": choice.completion_tokens}
+            else:
+                finish = {"type": "stop", "matched": choice.matched_stop}
+            outputs.append(
+                {
+                    "text": choice.text,
+                    "output_ids": list(choice.token_ids),
+                    "meta_info": {
+                        "id": self.next_id("gen"),
+                        "finish_reason": finish,
+                        "prompt_tokens": tokens,
+                        "completion_tokens": choice.completion_tokens,
+                        "cached_tokens": 0,
+                    },
+                }
+            )
+        await self.perf.serve(
+            [item.text for item in items],
+            prompt_tokens,
+            completion_tokens=completion_tokens,
+            longest_output=longest,
+            slots=len(items),
+        )
+        return outputs[0] if single else outputs
+
     async def score(self, body: dict[str, Any]) -> dict[str, Any]:
         params = parse_score(body)
-        scores = []
-        for item in params.items:
+        scores: list[Any] = []
+        if params.extraction_token is not None:
+            scores = self.setwise_scores(params)
+        for item in params.items if params.extraction_token is None else ():
             text = item + params.query if params.item_first else params.query + item
             scores.append(
                 self.prm.label_probs(
@@ -171,6 +281,50 @@ class Simulator:
             "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens},
             "object": "scoring",
         }
+
+    def setwise_scores(self, params: ScoreParams) -> list[list[list[float]]]:
+        """SGLang's setwise readout: one label row at every occurrence of the extraction token
+        in each query + item, refused (400) as SGLang refuses it (see SimConfig)."""
+        if not self.config.score_extraction:
+            raise BadRequest(
+                "score_extraction_token_id requires --disable-radix-cache because pooling "
+                "positions are relative to the full prompt."
+            )
+        token = params.extraction_token or ""
+        if token != self.template.prm.step_tag.strip():
+            raise BadRequest(
+                f"score_extraction_token {token!r} did not resolve to a dedicated token id."
+            )
+        if params.item_first:
+            raise BadRequest("item_first is not supported with score_extraction_token_id.")
+        if token in params.query:
+            raise BadRequest(
+                "score-extraction token found in the shared query prefix; it must appear only "
+                "within items, one per candidate."
+            )
+        out = []
+        for item in params.items:
+            text = params.query + item
+            if token not in item:
+                raise BadRequest(
+                    "No score-extraction token found in one or more input(s); the client must "
+                    "render one per candidate."
+                )
+            # Causal attention: the row at a tag sees exactly the text up to that tag.
+            ends = [m.end() for m in re.finditer(re.escape(token), text)]
+            out.append(
+                [
+                    self.prm.label_probs(
+                        text[:end],
+                        params.label_token_ids,
+                        self.good_token_id,
+                        self.bad_token_id,
+                        params.apply_softmax,
+                    )
+                    for end in ends
+                ]
+            )
+        return out
 
     async def classify(self, body: dict[str, Any]) -> Any:
         texts, single = parse_classify(body)
@@ -221,6 +375,7 @@ class Simulator:
         return {
             "simulated": True,
             "role": self.config.role,
+            "flavour": self.config.flavour,
             "models": self.models(),
             "problems": len(self.bank),
             "template": self.template.name,
@@ -228,6 +383,7 @@ class Simulator:
             **self.perf.snapshot(),
             "bad_requests": self.bad_requests,
             "internal_errors": self.internal_errors,
+            "duplicate_samples": self.duplicate_samples,
             "faults": dict(self.faults.injected),
         }
 
@@ -278,10 +434,37 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
 
         return endpoint
 
+    def loading() -> bool:
+        return time.monotonic() - sim.started < sim.config.load_seconds
+
     async def health(request: Request) -> Response:
-        if time.monotonic() - sim.started < sim.config.load_seconds:
+        if loading():
             return _json({"status": "loading"}, 503)
+        # SGLang's /health runs a one-token generation and polls for it once a second.
+        if sim.config.server.health_seconds:
+            await asyncio.sleep(sim.config.server.health_seconds)
         return Response(b"", media_type=JSON)
+
+    async def ready(request: Request) -> Response:
+        return Response(b"", status_code=503 if loading() else 200)
+
+    async def server_info(request: Request) -> Response:
+        server = sim.config.server
+        return _json(
+            {
+                "model_path": sim.models()[0],
+                "served_model_name": sim.models()[0],
+                "enable_deterministic_inference": server.deterministic,
+                "host": sim.config.host,
+                "port": sim.config.port,
+                "random_seed": sim.config.seed,
+                "version": SGLANG_VERSION,
+                "simulated": True,
+            }
+        )
+
+    async def version(request: Request) -> Response:
+        return _json({"version": VLLM_VERSION})
 
     async def models(request: Request) -> Response:
         created = int(time.time())
@@ -314,24 +497,6 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
             }
         )
 
-    async def server_info(request: Request) -> Response:
-        # What SGLang's /server_info (formerly /get_server_info) reports of its arguments; the
-        # SGLang router reads served_model_name (else model_path) from it to route by model.
-        model = sim.models()[0]
-        return _json(
-            {
-                "model_path": model,
-                "served_model_name": model,
-                "tokenizer_path": model,
-                "tp_size": 1,
-                "dp_size": 1,
-                "host": sim.config.host,
-                "port": sim.config.port,
-                "is_embedding": not sim.config.serves_policy,
-                "simulated": True,
-            }
-        )
-
     async def stats(request: Request) -> Response:
         return _json(sim.stats())
 
@@ -342,15 +507,34 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
     policy_hint = "needs a server started with --role policy (or both)"
     reward_hint = "needs a server started with --role reward (or both)"
     cfg = sim.config
+    flavour_routes: list[Route] = []
+    if cfg.server.sglang_routes:
+        flavour_routes += [
+            Route("/ready", ready, methods=["GET"]),
+            Route("/server_info", server_info, methods=["GET"]),
+            Route(
+                "/generate",
+                model_route("/generate", sim.generate, cfg.serves_policy, policy_hint),
+                methods=["POST", "PUT"],
+            ),
+        ]
+    if cfg.server.vllm_routes:
+        flavour_routes.append(Route("/version", version, methods=["GET"]))
     routes = [
+        *flavour_routes,
         Route("/health", health, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/model_info", model_info, methods=["GET"]),
-        Route("/server_info", server_info, methods=["GET"]),
-        Route("/get_server_info", server_info, methods=["GET"]),
         Route(
             "/v1/completions",
-            model_route("/v1/completions", sim.complete, cfg.serves_policy, policy_hint),
+            model_route(
+                "/v1/completions",
+                sim.complete,
+                cfg.serves_policy,
+                policy_hint,
+                # vLLM and plain OpenAI-compatible servers answer errors as {"error": {...}}.
+                vllm=not cfg.server.sglang_routes,
+            ),
             methods=["POST"],
         ),
         Route(

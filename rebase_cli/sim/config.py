@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from rebase_cli.errors import ConfigError
 from rebase_cli.prompts import DEFAULT_TEMPLATE
+from rebase_cli.sim.flavours import DEFAULT_FLAVOUR, FLAVOURS, Flavour
 
 ROLES = ("policy", "reward", "both")
 MODEL_PREFIX = "sim-"  # every model id the simulator reports starts with this marker
@@ -62,6 +63,7 @@ class SimConfig:
     model ids start with `sim-`; `role` is one of ROLES."""
 
     role: str = "policy"
+    flavour: str = DEFAULT_FLAVOUR  # which real server's behaviour (see sim.flavours)
     host: str = "127.0.0.1"
     port: int = 30000
     datasets: tuple[str, ...] = ("gsm8k",)
@@ -80,12 +82,20 @@ class SimConfig:
     bad_token_id: int | None = None
     # Server behaviour.
     load_seconds: float = 0.0  # /health answers 503 for this long after start
+    # /v1/score with `score_extraction_token` (a score at every tag of a path) is served only
+    # by an SGLang started with --disable-radix-cache --chunked-prefill-size -1; without them
+    # (SGLang's defaults) it answers 400, and so does the simulator unless this is set.
+    score_extraction: bool = False
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def with_(self, **changes: object) -> SimConfig:
         """A copy with some fields changed (validated)."""
         return replace(self, **changes).validate()  # type: ignore[arg-type]
+
+    @property
+    def server(self) -> Flavour:
+        return FLAVOURS[self.flavour]
 
     @property
     def serves_policy(self) -> bool:
@@ -103,6 +113,10 @@ class SimConfig:
         """Raise ConfigError on an impossible setting; return self for chaining."""
         if self.role not in ROLES:
             raise ConfigError(f"unknown simulator role {self.role!r}", f"use {', '.join(ROLES)}")
+        if self.flavour not in FLAVOURS:
+            raise ConfigError(
+                f"unknown simulator flavour {self.flavour!r}", f"use {', '.join(FLAVOURS)}"
+            )
         for name in ("policy_model", "reward_model"):
             if not getattr(self, name).startswith(MODEL_PREFIX):
                 raise ConfigError(

@@ -8,8 +8,10 @@ per-step error probability, and a path off track stays wrong (every later step h
 number changed) and ends with a wrong answer from the reference's small wrong-answer set,
 picked by a hash of the first wrong step, so paths that went wrong the same way agree.
 
-Determinism: one choice is a pure function of (prompt, seed, choice index, sampling
-parameters). At temperature 0 (greedy) the seed and index are ignored, as with a real model.
+Determinism: one choice is a pure function of (prompt, the seed it samples with, sampling
+parameters). Which seed each choice of a request gets is the flavour's business
+(`sim.flavours.choice_seeds`). At temperature 0 (greedy) the seed is ignored, as with a real
+model.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rebase_cli.prompts import PromptTemplate
 from rebase_cli.sim.bank import Bank, Reference, RefStep, norm_body, perturb, stable_hash
 from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.stepformat import StepFormat
-from rebase_cli.sim.tokenizer import count_tokens, truncate_tokens
+from rebase_cli.sim.tokenizer import token_ids, truncate_tokens
 
 MAX_STEP_ERROR = 0.95
 # Wording variants: a real sampler rarely writes the same sentence twice. Weights favour
@@ -47,7 +49,11 @@ class Choice:
     text: str
     finish_reason: str  # "stop" or "length"
     matched_stop: str | int | None
-    completion_tokens: int
+    token_ids: tuple[int, ...]  # the generated tokens, the stop or EOS token included
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
 
 
 @dataclass(frozen=True)
@@ -170,15 +176,15 @@ class PolicyModel:
         self,
         prompt: str,
         *,
-        n: int,
+        seeds: Sequence[int],
         max_tokens: int,
         stop: Sequence[str],
         temperature: float,
         top_p: float,
-        seed: int,
     ) -> list[Choice]:
-        """`n` choices continuing `prompt`, each stopped at the earliest stop string, at the
-        end of the solution (EOS), or after `max_tokens` tokens."""
+        """One choice per seed continuing `prompt`, each stopped at the earliest stop string,
+        at the end of the solution (EOS), or after `max_tokens` tokens. Equal seeds give equal
+        choices."""
         position = self.locate(prompt)
         error = self.step_error(position.reference, temperature, top_p)
         greedy = temperature <= 0.0 or top_p <= 0.0
@@ -186,8 +192,8 @@ class PolicyModel:
         delimiter = self.template.step_delimiter
         one_step = delimiter in stop
         choices = []
-        for index in range(n):
-            rng = random.Random(digest if greedy else stable_hash(seed, index, digest))
+        for seed in seeds:
+            rng = random.Random(digest if greedy else stable_hash(seed, 0, digest))
             steps = self.continuation(position, rng, error, greedy)
             if one_step:
                 first = next(steps, None)
@@ -210,8 +216,9 @@ class PolicyModel:
             if 0 <= where < cut:
                 cut, matched = where, candidate
         text = text[:cut]
-        tokens = count_tokens(text)
-        if tokens + 1 > max_tokens:  # the stop (or EOS) token itself needs a slot too
+        ids = token_ids(text)
+        if len(ids) + 1 > max_tokens:  # the stop (or EOS) token itself needs a slot too
             text = truncate_tokens(text, max_tokens)
-            return Choice(text, "length", None, min(tokens, max_tokens))
-        return Choice(text, "stop", matched, tokens + 1)
+            return Choice(text, "length", None, token_ids(text)[:max_tokens])
+        end = self.eos_token_id if isinstance(matched, int) else token_ids(matched)[0]
+        return Choice(text, "stop", matched, (*ids, end))

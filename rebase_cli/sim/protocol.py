@@ -121,6 +121,7 @@ class CompletionParams:
     top_p: float
     stop: tuple[str, ...]
     seed: int | None
+    return_token_ids: bool = False
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionParams:
@@ -144,17 +145,80 @@ def parse_completion(body: dict[str, Any]) -> CompletionParams:
     top_p = _float(body, "top_p", 1.0)
     if not 0.0 < top_p <= 1.0:
         raise BadRequest(f"top_p must be in (0, 1], got {top_p}")
-    stop = body.get("stop")
-    if stop is None:
-        stops: tuple[str, ...] = ()
-    elif isinstance(stop, str):
-        stops = (stop,)
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        stops = tuple(stop)
-    else:
-        raise BadRequest("`stop` must be a string or a list of strings")
+    stops = _stops(body.get("stop"))
     seed = _int(body, "seed", None)
-    return CompletionParams(prompts, n, max_tokens, temperature, top_p, stops, seed)  # type: ignore[arg-type]
+    return CompletionParams(
+        prompts,
+        n,  # type: ignore[arg-type]
+        max_tokens,  # type: ignore[arg-type]
+        temperature,
+        top_p,
+        stops,
+        seed,
+        _bool(body, "return_token_ids", False),
+    )
+
+
+def _stops(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return tuple(value)
+    raise BadRequest("`stop` must be a string or a list of strings")
+
+
+@dataclass(frozen=True)
+class GenerateItem:
+    """One input of SGLang's native POST /generate with its own sampling parameters."""
+
+    text: str
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    sampling_seed: int | None
+
+
+def parse_generate(body: dict[str, Any]) -> tuple[list[GenerateItem], bool]:
+    """POST /generate (SGLang GenerateReqInput, text form): the inputs, and whether one text
+    came (answered with one object instead of a list)."""
+    if body.get("stream"):
+        raise BadRequest("streaming is not supported by the simulator")
+    if body.get("text") is None:
+        if body.get("input_ids") is not None:
+            raise BadRequest("token-id inputs are not supported by the simulator; send `text`")
+        raise BadRequest("`text` is required")
+    texts, single = _texts(body, "text", what="inputs")
+    params = body.get("sampling_params") or {}
+    if isinstance(params, dict):
+        params = [params] * len(texts)
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise BadRequest("`sampling_params` must be an object or a list of objects")
+    if len(params) != len(texts):
+        raise BadRequest(
+            f"`sampling_params` has {len(params)} entries for {len(texts)} texts; give one per text"
+        )
+    items = []
+    for text, p in zip(texts, params, strict=True):
+        if (_int(p, "n", 1, minimum=1) or 1) > 1:
+            raise BadRequest("n > 1 in /generate is not supported by the simulator")
+        max_new = _int(p, "max_new_tokens", 128, minimum=0)
+        temperature = _float(p, "temperature", 1.0)
+        if temperature < 0:
+            raise BadRequest(f"temperature must be non-negative, got {temperature}")
+        items.append(
+            GenerateItem(
+                text,
+                max_new,  # type: ignore[arg-type]
+                temperature,
+                _float(p, "top_p", 1.0),
+                _stops(p.get("stop")),
+                _int(p, "sampling_seed", None),
+            )
+        )
+    return items, single
 
 
 @dataclass(frozen=True)
@@ -164,6 +228,7 @@ class ScoreParams:
     label_token_ids: list[int]
     apply_softmax: bool
     item_first: bool
+    extraction_token: str | None = None
 
 
 def parse_score(body: dict[str, Any]) -> ScoreParams:
@@ -183,12 +248,16 @@ def parse_score(body: dict[str, Any]) -> ScoreParams:
         or not all(isinstance(t, int) and not isinstance(t, bool) for t in labels)
     ):
         raise BadRequest("`label_token_ids` must be a non-empty list of token ids")
+    extraction = body.get("score_extraction_token")
+    if extraction is not None and not isinstance(extraction, str):
+        raise BadRequest("`score_extraction_token` must be a string")
     return ScoreParams(
         query,
         items,
         labels,
         _bool(body, "apply_softmax", False),
         _bool(body, "item_first", False),
+        extraction,
     )
 
 
@@ -201,11 +270,13 @@ def parse_classify(body: dict[str, Any]) -> tuple[list[str], bool]:
     return _texts(body, "text", what="inputs")
 
 
-POOLING_TASKS = (None, "token_classify", "reward")
+POOLING_TASKS = (None, "token_classify")
 
 
 def parse_pooling(body: dict[str, Any]) -> list[str]:
-    """POST /pooling (vLLM PoolingRequest, completion or chat form): the texts to pool."""
+    """POST /pooling (vLLM PoolingRequest, completion or chat form): the texts to pool.
+
+    vLLM's PoolingTask has no "reward" (it was renamed token_classify), so it is refused."""
     task = body.get("task")
     if task not in POOLING_TASKS:
         raise BadRequest(f"task {task!r} is not supported by this model; use token_classify")

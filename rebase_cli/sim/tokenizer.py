@@ -9,6 +9,7 @@ which counts as one more token.
 from __future__ import annotations
 
 import re
+import zlib
 
 _TOKEN = re.compile(r"\s*(?:[^\W\d_]+|\d|[^\s])|\s+")
 
@@ -16,6 +17,19 @@ _TOKEN = re.compile(r"\s*(?:[^\W\d_]+|\d|[^\s])|\s+")
 def count_tokens(text: str) -> int:
     """Number of tokens in `text` (0 for the empty string)."""
     return len(_TOKEN.findall(text))
+
+
+VOCAB_SIZE = 32000
+_RESERVED_IDS = 3  # 0-2: unk, bos, eos (Llama's layout)
+
+
+def token_ids(text: str) -> tuple[int, ...]:
+    """The token ids of `text`: one per token of `count_tokens`, a stable hash of its text
+    (the same in every process), never one of the reserved special ids."""
+    return tuple(
+        _RESERVED_IDS + zlib.crc32(piece.encode()) % (VOCAB_SIZE - _RESERVED_IDS)
+        for piece in _TOKEN.findall(text)
+    )
 
 
 def truncate_tokens(text: str, max_tokens: int) -> str:

@@ -101,8 +101,10 @@ class NodeRow(SQLModel, table=True):
 
 
 class AllocationRow(SQLModel, table=True):
-    """A REBASE decision: node `node_id` at `depth` got `children` children with softmax share
-    `weight`. Pruned nodes are recorded with children = 0."""
+    """A search decision: node `node_id` at `depth` got `children` children (resampled copies
+    for particle filtering) with share `weight` (REBASE's softmax share, the resampling
+    probability, or the uniform share of a kept beam). Pruned nodes are recorded with
+    children = 0. `subtree` is the DVTS subtree of the node (None for other methods)."""
 
     __tablename__ = "allocation"
     __table_args__ = (Index("ix_allocation_problem_depth", "problem_id", "depth"),)
@@ -113,6 +115,7 @@ class AllocationRow(SQLModel, table=True):
     node_id: int = Field(foreign_key="node.id", ondelete="CASCADE")
     weight: float
     children: int
+    subtree: int | None = None
 
 
 class ServerRow(SQLModel, table=True):

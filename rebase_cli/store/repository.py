@@ -345,68 +345,86 @@ def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: flo
     depth - 1), the problem's counters and `depth_completed = level.depth`, and when
     `level.finished` its final status. Refuses a level that is not the next one, so a replayed
     level can never duplicate nodes."""
+    commit_levels(db, problem_id, [level], elapsed)
+
+
+def commit_levels(
+    db: Database, problem_id: int, levels: Sequence[LevelCommit], elapsed: float = 0.0
+) -> None:
+    """Persist consecutive levels of one problem in one transaction (whole-solution sampling
+    writes all the depths of its paths at once), each as `commit_level` writes it; `elapsed`
+    is added once."""
     with db.write() as session:
         problem = session.get(ProblemRow, problem_id)
         if problem is None:
             raise NotFoundError(f"no problem with id {problem_id}")
-        if level.depth != problem.depth_completed + 1:
-            raise StoreError(
-                f"level {level.depth} of problem {problem_id} does not follow committed level "
-                f"{problem.depth_completed}"
+        for index, level in enumerate(levels):
+            _write_level(session, problem, level, elapsed if index == 0 else 0.0)
+            session.flush()  # the next level finds these nodes as its parents
+
+
+def _write_level(session: Session, problem: ProblemRow, level: LevelCommit, elapsed: float) -> None:
+    """One level of `commit_levels`, inside its transaction."""
+    problem_id = problem.id
+    if level.depth != problem.depth_completed + 1:
+        raise StoreError(
+            f"level {level.depth} of problem {problem_id} does not follow committed level "
+            f"{problem.depth_completed}"
+        )
+    parents: dict[int, int] = {}
+    if level.depth > 0:
+        rows = session.exec(
+            select(NodeRow.ordinal, NodeRow.id).where(
+                NodeRow.problem_id == problem_id, NodeRow.depth == level.depth - 1
             )
-        parents: dict[int, int] = {}
-        if level.depth > 0:
-            rows = session.exec(
-                select(NodeRow.ordinal, NodeRow.id).where(
-                    NodeRow.problem_id == problem_id, NodeRow.depth == level.depth - 1
-                )
-            ).all()
-            parents = {ordinal: node_id for ordinal, node_id in rows}
-        for parent_ordinal, weight, children in level.allocations:
-            session.add(
-                AllocationRow(
-                    problem_id=problem_id,
-                    depth=level.depth - 1,
-                    node_id=parents[parent_ordinal],
-                    weight=weight,
-                    children=children,
-                )
+        ).all()
+        parents = {ordinal: node_id for ordinal, node_id in rows}
+    for parent_ordinal, weight, children, *subtree in level.allocations:
+        session.add(
+            AllocationRow(
+                problem_id=problem_id,
+                depth=level.depth - 1,
+                node_id=parents[parent_ordinal],
+                weight=weight,
+                children=children,
+                subtree=subtree[0] if subtree else None,
             )
-        for node in level.nodes:
-            session.add(
-                NodeRow(
-                    problem_id=problem_id,
-                    parent_id=None if node.parent_ordinal is None else parents[node.parent_ordinal],
-                    depth=node.depth,
-                    ordinal=node.ordinal,
-                    text=node.text,
-                    score=node.score,
-                    path_tokens=node.path_tokens,
-                    prompt_tokens=node.prompt_tokens,
-                    completion_tokens=node.completion_tokens,
-                    finish_reason=node.finish_reason,
-                    terminal=node.terminal,
-                    terminal_reason=node.terminal_reason.value if node.terminal_reason else None,
-                    answer=node.answer,
-                    seed=node.seed,
-                )
+        )
+    for node in level.nodes:
+        session.add(
+            NodeRow(
+                problem_id=problem_id,
+                parent_id=None if node.parent_ordinal is None else parents[node.parent_ordinal],
+                depth=node.depth,
+                ordinal=node.ordinal,
+                text=node.text,
+                score=node.score,
+                path_tokens=node.path_tokens,
+                prompt_tokens=node.prompt_tokens,
+                completion_tokens=node.completion_tokens,
+                finish_reason=node.finish_reason,
+                terminal=node.terminal,
+                terminal_reason=node.terminal_reason.value if node.terminal_reason else None,
+                answer=node.answer,
+                seed=node.seed,
             )
-        c = level.counters
-        problem.depth_completed = level.depth
-        problem.policy_prompt_tokens += c.policy_prompt_tokens
-        problem.policy_completion_tokens += c.policy_completion_tokens
-        problem.reward_tokens += c.reward_tokens
-        problem.policy_requests += c.policy_requests
-        problem.reward_requests += c.reward_requests
-        problem.retries += c.retries
-        problem.elapsed_seconds += elapsed
-        if problem.started_at is None:
-            problem.started_at = utcnow()
-        if level.finished:
-            problem.status = ProblemStatus.FAILED.value if level.error else ProblemStatus.DONE.value
-            problem.error = level.error
-            problem.finished_at = utcnow()
-        session.add(problem)
+        )
+    c = level.counters
+    problem.depth_completed = level.depth
+    problem.policy_prompt_tokens += c.policy_prompt_tokens
+    problem.policy_completion_tokens += c.policy_completion_tokens
+    problem.reward_tokens += c.reward_tokens
+    problem.policy_requests += c.policy_requests
+    problem.reward_requests += c.reward_requests
+    problem.retries += c.retries
+    problem.elapsed_seconds += elapsed
+    if problem.started_at is None:
+        problem.started_at = utcnow()
+    if level.finished:
+        problem.status = ProblemStatus.FAILED.value if level.error else ProblemStatus.DONE.value
+        problem.error = level.error
+        problem.finished_at = utcnow()
+    session.add(problem)
 
 
 def finish_problem(db: Database, problem_id: int, elapsed: float = 0.0) -> None:

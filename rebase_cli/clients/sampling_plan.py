@@ -1,0 +1,105 @@
+"""How the n children of one parent are asked for, per kind of policy server.
+
+The goal on every server: n *distinct* samples (the search tree must not collapse), and the
+same samples again on a resumed run wherever the server makes that possible. Sample i is
+always meant to be drawn with seed + i:
+
+| server               | requests per parent      | seed sent        | reproducible |
+|----------------------|--------------------------|------------------|--------------|
+| vllm                 | 1 (`n`)                  | seed (vLLM: + i) | yes          |
+| sglang-deterministic | 1 (`/generate` batch)    | seed + i each    | yes          |
+|                      | or n (n=1, if asked)     | seed + i each    | yes          |
+| sglang               | 1 (`n`)                  | none (ignored)   | no           |
+| openai               | 1, else n (n=1)          | seed + i         | unknown: no  |
+
+SGLang with `--enable-deterministic-inference` gives the n choices of one request the same
+seed (identical children), so each child needs its own request or its own batch entry. SGLang
+without it ignores the seed: sending one would only pretend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+COMPLETIONS = "completions"
+GENERATE = "generate"
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What the policy client sends for one parent's children, and what that guarantees."""
+
+    server: str
+    route: str  # COMPLETIONS or GENERATE
+    send_seed: bool
+    samples_per_request: int | None  # None: all children of a parent in one request
+    token_ids: bool  # ask for per-choice token ids (`return_token_ids`)
+    reproducible: bool
+    why: str
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as stored with a run (JSON-serialisable)."""
+        return {
+            "server": self.server,
+            "sampling_plan": self.label,
+            "reproducible": self.reproducible,
+            "reproducible_why": self.why,
+        }
+
+    @property
+    def label(self) -> str:
+        if self.route == GENERATE:
+            return "native /generate batch, one sampling_seed per child"
+        per = "n per request" if self.samples_per_request != 1 else "one request per child"
+        seed = "seed + i per child" if self.send_seed else "no seed (the server ignores it)"
+        return f"/v1/completions, {per}, {seed}"
+
+
+def plan_for(
+    server: str, samples_per_request: int | None = None, *, native_batch: bool = True
+) -> SamplingPlan:
+    """The plan for a server kind (see the table above). `samples_per_request` (the config's
+    cap on n per request) is honoured where the plan sends n; 1 on deterministic SGLang picks
+    n=1 requests over the native batch, and so does `native_batch=False` (the SGLang router
+    answers a /generate batch, a list of texts, with HTTP 422)."""
+    if server == "vllm":
+        return SamplingPlan(
+            server,
+            COMPLETIONS,
+            send_seed=True,
+            samples_per_request=samples_per_request,
+            token_ids=True,
+            reproducible=True,
+            why="vLLM applies the seed and gives choice i of a request seed + i",
+        )
+    if server == "sglang-deterministic":
+        why = (
+            "SGLang with --enable-deterministic-inference applies the seed; "
+            "each child is asked with its own seed"
+        )
+        if samples_per_request == 1 or not native_batch:
+            return SamplingPlan(server, COMPLETIONS, True, 1, True, True, why)
+        return SamplingPlan(server, GENERATE, True, None, True, True, why)
+    if server == "sglang":
+        return SamplingPlan(
+            server,
+            COMPLETIONS,
+            send_seed=False,
+            samples_per_request=samples_per_request,
+            token_ids=True,
+            reproducible=False,
+            why=(
+                "SGLang ignores seeds unless started with --enable-deterministic-inference "
+                "(the --deterministic option of rebase serve policy): a resumed run samples anew"
+            ),
+        )
+    return SamplingPlan(
+        server,
+        COMPLETIONS,
+        send_seed=True,
+        samples_per_request=samples_per_request,
+        token_ids=False,
+        reproducible=False,
+        why="the server does not say whether it applies seeds (no /server_info or /version)",
+    )
