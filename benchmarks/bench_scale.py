@@ -5,7 +5,8 @@ simulator modelling one GPU, as ratios to one worker.
         [--workers 1,2,4] [--problems 64] [--budget 16] [--concurrency 64]
         [--base-ms 20] [--prompt-token-ms 0.4] [--output-token-ms 20] [--max-running 32]
 
-Policy workers sit behind the real SGLang router (`sglang-router`, cache-aware routing), as
+Policy workers (deterministic SGLang: one request per child) sit behind the real SGLang
+router (`sglang-router`, cache-aware routing), as
 `rebase serve policy --replicas K` runs them; reward servers are given to the search as K URLs
 (the router does not proxy the scoring routes), so each problem stays on one of them. Every
 worker is a continuous-batching server of `max-running` sequences (see bench_server_busy.py);
@@ -23,15 +24,13 @@ from __future__ import annotations
 import argparse
 import subprocess
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 from _common import header, run_cli, search_args, sim_reset, sim_stats, start_simulator
 
 from rebase_cli.serving import net
-from rebase_cli.serving.router import router_command
+from rebase_cli.serving.router import router_command, settle
 
 
 def latency_flags(args: argparse.Namespace) -> list[str]:
@@ -51,18 +50,9 @@ def start_router(stack: ExitStack, worker_urls: list[str]) -> str:
     )
     stack.callback(lambda: (process.terminate(), process.wait(10)))
     url = net.base_url("127.0.0.1", port)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            workers = httpx.get(f"{url}/workers", timeout=2).json()["workers"]
-            if len(workers) == len(worker_urls) and all(
-                w["is_healthy"] and w["model_id"] != "unknown" for w in workers
-            ):
-                return url
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the router at {url} did not pick up its {len(worker_urls)} workers")
+    if settle(url, len(worker_urls)) is None:
+        raise SystemExit(f"the router at {url} did not pick up its {len(worker_urls)} workers")
+    return url
 
 
 def main() -> None:
@@ -89,8 +79,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for k in counts:
             with ExitStack() as stack:
+                # Deterministic SGLang workers: what the router fronts in a reproducible search.
+                policy_flags = [*flags, "--flavour", "sglang-deterministic"]
                 policies = [
-                    stack.enter_context(start_simulator(*flags, role="policy")) for _ in range(k)
+                    stack.enter_context(start_simulator(*policy_flags, role="policy"))
+                    for _ in range(k)
                 ]
                 rewards = [
                     stack.enter_context(start_simulator(*flags, role="reward")) for _ in range(k)

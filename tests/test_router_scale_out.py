@@ -106,7 +106,13 @@ def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path
         assert diff_runs(expected, dump_run(db, run_id)) == []
 
         (capabilities,) = query(db, "SELECT capabilities_json FROM run WHERE id = ?", (run_id,))
-        reward_figures = json.loads(capabilities[0])["reward_servers"]
+        stored = json.loads(capabilities[0])
+        # Identified through the router, and asked one child per request there.
+        assert stored["server"] == "sglang-deterministic" and stored["reproducible"] is True
+        assert (
+            stored["sampling_plan"] == "/v1/completions, one request per child, seed + i per child"
+        )
+        reward_figures = stored["reward_servers"]
         assert reward_figures[doomed.url]["outages"] == 1
         assert reward_figures[doomed.url]["problems_moved_away"] >= 1
         assert reward_figures[survivor.url]["problems"] == LIMIT

@@ -8,7 +8,8 @@ always meant to be drawn with seed + i:
 |----------------------|--------------------------|------------------|--------------|
 | vllm                 | 1 (`n`)                  | seed (vLLM: + i) | yes          |
 | sglang-deterministic | 1 (`/generate` batch)    | seed + i each    | yes          |
-|                      | or n (n=1, if asked)     | seed + i each    | yes          |
+|                      | or n (n=1, if asked, or  | seed + i each    | yes          |
+|                      | behind the SGLang router)|                  |              |
 | sglang               | 1 (`n`)                  | none (ignored)   | no           |
 | openai               | 1, else n (n=1)          | seed + i         | unknown: no  |
 
