@@ -4,6 +4,7 @@ servers that are already running (which `serve stop` must leave running)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -79,3 +80,20 @@ def test_slurm_example_is_valid_bash_and_uses_existing_flags() -> None:
         assert flag in text and flag in serve_help
     for flag in ("--reward", "--policy", "--concurrency", "--budget", "--dataset"):
         assert flag in text and flag in search_help
+
+
+def test_a_worker_that_cannot_start_fails_the_group_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "rebase.db"
+    done = rebase(
+        db, "serve", "policy", "--engine", "sim", "--replicas", "2", "--port", "0", "--detach",
+        "--", "--no-such-flag",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "exited with code 1 during start-up" in done.stderr
+    assert "worker 0 exited with code 2 during start-up" in done.stderr  # the log tail says why
+    assert json.loads(rebase(db, "serve", "status", "--json").stdout) == []
+    log = Path(re.search(r"\(log: (\S+)\)", done.stderr).group(1)).read_text()
+    pids = [int(p) for p in re.findall(r"rebase-group: worker \d+ pid (\d+)", log)]
+    assert len(pids) == 2
+    for pid in pids:  # the supervisor stopped (and reaped) every worker it started
+        assert not Path(f"/proc/{pid}").exists()
