@@ -119,6 +119,7 @@ def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path
 
         # The figures reach the search's summary and the report.
         assert f"reward server {doomed.url}: " in search.stdout
+        assert f"reward server {doomed.url} marked down" in search.stderr  # said when it happened
         report = json.loads(rebase(db, "report", f"run-{run_id}", "--format", "json").stdout)
         rows = {(r["role"], r["url"]): r for r in report["runs"][0]["servers"]}
         assert rows[("reward", doomed.url)]["outages"] == 1
