@@ -7,10 +7,12 @@ stored. A file that fails its checksum is never used.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,10 @@ from rebase_cli.errors import DatasetError
 from rebase_cli.paths import DATA_DIR_ENV, data_dir_from_env, user_cache_dir
 
 DOWNLOAD_TIMEOUT_S = 60.0
+# A problem is a paragraph; a line this long is the wrong file (a dump, a binary), and reading
+# it whole would take minutes with nothing to show.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,11 @@ class FieldMap:
     answer: str | None = None
     id: str | None = None
     solution: str | None = None
+
+    def __post_init__(self) -> None:
+        for option, value in (("--question-field", self.question), ("--answer-field", self.answer)):
+            if value is not None and not value.strip():
+                raise DatasetError(f"{option} is empty", f"name a JSON field, e.g. {option} q")
 
 
 QUESTION_FIELDS = ("question", "problem", "prompt", "input")
@@ -169,41 +180,66 @@ def load_dataset(
 
 
 def _read_jsonl(path: Path, parse) -> tuple[Problem, ...]:  # type: ignore[no-untyped-def]
+    """The problems of a JSONL file (gzip-compressed or not; a UTF-8 byte order mark is
+    ignored); any line that is not a usable problem is a DatasetError naming file and line."""
     problems: list[Problem] = []
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(
-                    f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
-                    f"{exc.start + 1})",
-                    "save the file as UTF-8",
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg})",
-                    "each line must be one JSON object",
-                ) from None
-            if not isinstance(record, dict):
-                raise DatasetError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}",
-                    "each line must be one JSON object",
-                )
-            try:
-                problems.append(parse(record, len(problems)))
-            except KeyError as exc:
-                raise DatasetError(
-                    f"{path}:{lineno}: {exc.args[0]}",
-                    "name the fields with --question-field / --answer-field",
-                ) from None
+    with path.open("rb") as plain:
+        compressed = plain.read(2) == GZIP_MAGIC
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as handle:
+            lineno = 0
+            while raw := handle.readline(MAX_LINE_BYTES + 1):
+                lineno += 1
+                if len(raw) > MAX_LINE_BYTES:
+                    raise DatasetError(
+                        f"{path}:{lineno}: line longer than {MAX_LINE_BYTES // 2**20} MiB",
+                        "a dataset holds one problem per line; check that it is the right file",
+                    )
+                record = _record(path, lineno, raw)
+                if record is None:
+                    continue
+                try:
+                    problems.append(parse(record, len(problems)))
+                except KeyError as exc:
+                    raise DatasetError(
+                        f"{path}:{lineno}: {exc.args[0]}",
+                        "fix the file, or name the fields with --question-field / --answer-field",
+                    ) from None
+    except (OSError, EOFError, zlib.error) as exc:
+        if not compressed:
+            raise
+        raise DatasetError(f"{path} is a damaged gzip file ({exc})", "recompress it") from None
     if not problems:
         raise DatasetError(f"{path} holds no problems", "check that it is the right file")
     return tuple(problems)
+
+
+def _record(path: Path, lineno: int, raw: bytes) -> dict | None:
+    """One line as a JSON object; None for a blank line."""
+    try:
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+            f"{exc.start + 1})",
+            "save the file as UTF-8",
+        ) from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(
+            f"{path}:{lineno}: not valid JSON ({exc.msg})",
+            "each line must be one JSON object",
+        ) from None
+    if not isinstance(record, dict):
+        raise DatasetError(
+            f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}",
+            "each line must be one JSON object",
+        )
+    return record
 
 
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
@@ -223,13 +259,26 @@ def _require(record: dict, name: str) -> object:
     return record[name]
 
 
+def _text(record: dict, name: str) -> str:
+    """The field as text. null, an empty string, true/false, a list or an object is refused:
+    `str()` would turn null into the answer "None" and grade every path wrong."""
+    value = _require(record, name)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        shown = "null" if value is None else json.dumps(value)[:40]
+        raise KeyError(f"field {name!r} is {shown}, not text or a number")
+    text = str(value)
+    if not text.strip():
+        raise KeyError(f"field {name!r} is empty")
+    return text
+
+
 def _parse_gsm8k(record: dict, index: int) -> Problem:
-    answer_text = str(_require(record, "answer"))
+    answer_text = _text(record, "answer")
     solution = answer_text.split("####")[0].rstrip()
     return Problem(
         index=index,
         source_id=f"gsm8k-{index}",
-        question=str(_require(record, "question")),
+        question=_text(record, "question"),
         reference_answer=gsm8k_final_answer(answer_text),
         solution=solution,
     )
@@ -240,8 +289,8 @@ def _parse_math(record: dict, index: int) -> Problem:
     return Problem(
         index=index,
         source_id=str(record.get("unique_id", f"math500-{index}")),
-        question=str(_require(record, "problem")),
-        reference_answer=str(_require(record, "answer")),
+        question=_text(record, "problem"),
+        reference_answer=_text(record, "answer"),
         solution=str(record.get("solution", "")),
         subject=record.get("subject"),
         level=int(level) if isinstance(level, (int, str)) and str(level).isdigit() else None,
@@ -250,10 +299,10 @@ def _parse_math(record: dict, index: int) -> Problem:
 
 def _pick(record: dict, explicit: str | None, usual: tuple[str, ...], what: str) -> str:
     if explicit is not None:
-        return str(_require(record, explicit))
+        return _text(record, explicit)
     for name in usual:
         if name in record:
-            return str(record[name])
+            return _text(record, name)
     raise KeyError(
         f"no {what} field (looked for {', '.join(usual)}; fields: {', '.join(sorted(record))})"
     )

@@ -172,6 +172,34 @@ def _load_template(name_or_path: str) -> PromptTemplate:
     return template_from_mapping(data, origin)
 
 
+_SCALAR_TYPES = {"int": int, "str": str, "bool": bool}
+_TYPE_NAMES = {"int": "a whole number", "str": "a string", "bool": "true or false"}
+
+
+def _check_types(data: dict, cls: type, origin: str) -> None:
+    """Each given scalar field has its declared type: a token id must be a number (a string
+    would only fail at the server, late and with a misleading message), a flag true/false."""
+    for item in fields(cls):
+        if item.name not in data or not isinstance(item.type, str):
+            continue
+        declared = [t.strip() for t in item.type.split("|")]
+        value = data[item.name]
+        if value is None and "None" in declared:
+            continue
+        wanted = [_SCALAR_TYPES[t] for t in declared if t in _SCALAR_TYPES]
+        if not wanted:
+            continue
+        # bool is an int in Python; `good_token_id: true` is still not a token id.
+        ok = any(
+            isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in wanted
+        )
+        if not ok:
+            names = " or ".join(_TYPE_NAMES[t] for t in declared if t in _TYPE_NAMES)
+            raise ConfigError(
+                f"{origin}: `{item.name}` must be {names}, got {value!r}", "fix the template"
+            )
+
+
 def template_from_mapping(data: object, origin: str) -> PromptTemplate:
     """Validate a parsed YAML mapping into a PromptTemplate (unknown keys are errors)."""
     if not isinstance(data, dict):
@@ -195,7 +223,16 @@ def template_from_mapping(data: object, origin: str) -> PromptTemplate:
         raise ConfigError(
             f"{origin}: bad `prm` section", f"allowed keys: {', '.join(sorted(prm_known))}"
         )
-    data["extra_stop"] = tuple(data.get("extra_stop") or ())
+    _check_types(data, PromptTemplate, origin)
+    _check_types(prm_data, PrmFormat, f"{origin}: prm")
+    extra_stop = data.get("extra_stop") or []
+    # A bare string would be split into one stop string per character.
+    if not isinstance(extra_stop, list) or not all(isinstance(s, str) and s for s in extra_stop):
+        raise ConfigError(
+            f"{origin}: `extra_stop` must be a list of non-empty strings, got {extra_stop!r}",
+            'write it as a list, e.g. extra_stop: ["</s>"]',
+        )
+    data["extra_stop"] = tuple(extra_stop)
     next_stop = data.get("next_step_stop")
     if next_stop is not None and (not isinstance(next_stop, str) or "{k}" not in next_stop):
         raise ConfigError(

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -166,7 +167,8 @@ def closed_port_url() -> str:
 )
 def test_unknown_run_or_problem(db: Path, args: list[str], fragment: str) -> None:
     line = assert_cli_error(invoke(db, *args), fragment)
-    assert "rebase runs" in line or "0-based" in line  # the hint says where to look
+    # The hint says where to look, as a command that works on this database.
+    assert f"rebase --db {db} runs" in line or "0-based" in line
 
 
 # -------------------------------------------------------------------------------- datasets
@@ -392,7 +394,7 @@ def test_unreachable_reward_server(db: Path, policy_only_server: SpawnedSimulato
         db, "search", "--dataset", "gsm8k", "--budget", "4", "--limit", "2",
         "--policy", policy_only_server.url, "--reward", url, "--server-wait", "0",
     )  # fmt: skip
-    assert_cli_error(result, f"reward server {url} unreachable", "rebase serve")
+    assert_cli_error(result, f"reward server {url} unreachable", f"rebase --db {db} serve")
 
 
 def test_reward_url_of_a_server_that_does_not_score(
@@ -509,7 +511,8 @@ def run_child(prefix: list[str], db: Path, *args: str) -> subprocess.CompletedPr
     "args",
     [
         ["search", "--dataset", "gsm8k", "--budget", "4", "--limit", "1", *SIM],
-        ["search", "--run", "run-1", *SIM],
+        # run-1 is done: only a larger --limit gives a resume something to write.
+        ["search", "--run", "run-1", "--limit", "3", *SIM],
         ["runs", "delete", "run-1", "--yes"],
     ],
     ids=["new run", "resume", "delete"],
@@ -538,3 +541,310 @@ def test_read_only_database_report(read_only) -> None:
     report = json.loads(child.stdout)
     assert report["runs"][0]["grading"]["stored"] is False
     assert report["runs"][0]["grading"]["graded"] > 0
+
+
+# ------------------------------------------------ input that used to give a wrong result
+
+DATASETS_SILENTLY_WRONG = {
+    # str(None) was stored as the answer "None": every path graded wrong.
+    "null-answer": (b'{"question": "1+1?", "answer": null}\n', ["field 'answer' is null"]),
+    "empty-question": (b'{"question": "  ", "answer": "2"}\n', ["field 'question' is empty"]),
+    "list-answer": (b'{"question": "1+1?", "answer": [2]}\n', ["field 'answer' is [2]"]),
+    "bool-answer": (b'{"question": "1+1?", "answer": true}\n', ["field 'answer' is true"]),
+}
+
+
+@pytest.mark.parametrize("name", list(DATASETS_SILENTLY_WRONG))
+def test_dataset_value_that_would_be_graded_wrongly(db: Path, tmp_path: Path, name: str) -> None:
+    content, fragments = DATASETS_SILENTLY_WRONG[name]
+    path = tmp_path / f"{name}.jsonl"
+    path.write_bytes(content)
+    result = invoke(db, "search", "--dataset", str(path), "--budget", "4", *SIM)
+    assert_cli_error(result, f"{name}.jsonl:1", *fragments)
+
+
+@pytest.mark.parametrize("flag", ["--question-field", "--answer-field"])
+def test_empty_field_name(db: Path, flag: str) -> None:
+    result = invoke(db, "search", "--dataset", "gsm8k", "--budget", "4", flag, "", *SIM)
+    assert_cli_error(result, f"{flag} is empty")
+
+
+def _template(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        'name: mine\nprompt: "Q: {question}\\nA:"\nstep_delimiter: "\\n\\n"\n' + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        # A string was split into characters: every one a stop string, 0 answers.
+        ('extra_stop: "</s>"\n', ["`extra_stop` must be a list", 'extra_stop: ["</s>"]']),
+        # Failed late, at the server, with "check the model name".
+        ('prm:\n  good_token_id: "six-four-eight"\n', ["`good_token_id` must be a whole number"]),
+        ("prm:\n  bad_token_id: true\n", ["`bad_token_id` must be a whole number"]),
+        ("last_number_fallback: 3\n", ["`last_number_fallback` must be true or false"]),
+    ],
+    ids=["extra_stop string", "token id text", "token id bool", "flag number"],
+)
+def test_template_value_of_the_wrong_type(
+    db: Path, tmp_path: Path, extra: str, fragments: list[str]
+) -> None:
+    template = _template(tmp_path, extra)
+    result = invoke(
+        db, "search", "--dataset", "gsm8k", "--budget", "4", "--template", str(template), *SIM
+    )
+    assert_cli_error(result, "template.yaml", *fragments)
+
+
+def test_max_tokens_below_max_step_tokens(db: Path) -> None:
+    result = invoke(db, "search", "--dataset", "gsm8k", "--budget", "4", "--max-tokens", "8", *SIM)
+    assert_cli_error(result, "max_tokens=8 is below max_step_tokens=256", "--max-tokens")
+
+
+CONFIGS_SILENTLY_WRONG = {
+    "bool-budget.yaml": ("budget: true\n", ["invalid budget=True", "a number"]),
+    "bool-temperature.yaml": ("budget: 4\ntemperature: false\n", ["invalid temperature=False"]),
+    "alias-conflict.yaml": ("budget: 4\nwidth: 8\n", ["'budget' and 'width' both set budget"]),
+    "two-aliases.yaml": ("width: 4\nnum_samples: 8\n", ["'width' and 'num_samples' both set"]),
+    "duplicate.yaml": ("budget: 4\nbudget: 8\n", ["key 'budget' is given twice"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS_SILENTLY_WRONG))
+def test_config_that_would_be_read_wrongly(db: Path, tmp_path: Path, name: str) -> None:
+    text, fragments = CONFIGS_SILENTLY_WRONG[name]
+    path = tmp_path / name
+    path.write_text(text)
+    result = invoke(db, "search", "--dataset", "gsm8k", "--config", str(path), *SIM)
+    assert_cli_error(result, *fragments)
+
+
+@pytest.mark.parametrize("name", ["run-1", "7", "latest", "", "  "])
+def test_run_name_that_could_never_be_reached_by_name(db: Path, name: str) -> None:
+    result = invoke(db, "search", "--dataset", "gsm8k", "--budget", "4", "--name", name, *SIM)
+    assert_cli_error(result, "--name")
+
+
+# ----------------------------------------------------------- input that crashed or misled
+
+
+@pytest.fixture
+def not_http_port() -> Iterator[str]:
+    """A local port that answers every connection with an SSH banner."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{port}"
+    server.close()
+
+
+def test_policy_port_that_speaks_another_protocol(db: Path, not_http_port: str) -> None:
+    result = invoke(
+        db, "search", "--dataset", "gsm8k", "--budget", "4", "--policy", not_http_port,
+        "--reward", "sim", "--server-wait", "0",
+    )  # fmt: skip
+    assert_cli_error(result, f"policy server {not_http_port} does not speak HTTP", "port")
+
+
+def test_export_to_a_full_device(db: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    # Grading verdicts are cached as the export streams (a cache, not the run's data).
+    result = invoke(db, "export", "run-1", "--format", "jsonl", "-o", "/dev/full", unchanged=False)
+    assert_cli_error(result, "cannot write /dev/full", "No space left", expected_code=2)
+
+
+def test_report_into_a_missing_folder_writes_nothing_first(db: Path, tmp_path: Path) -> None:
+    # invoke() checks the database is unchanged: no grade was cached for a report that could
+    # not be written.
+    target = tmp_path / "missing" / "report.md"
+    result = invoke(db, "report", "run-1", "-o", str(target))
+    assert_cli_error(result, "folder", "does not exist", expected_code=2)
+
+
+def test_config_that_is_a_folder(db: Path, tmp_path: Path) -> None:
+    result = invoke(db, "search", "--dataset", "gsm8k", "--config", str(tmp_path), *SIM)
+    assert_cli_error(result, "is a folder, not a file")
+
+
+def test_dataset_with_a_line_too_long(db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as handle:  # 17 MiB on one line, then nothing
+        handle.write(b'{"question": "' + b"x" * (17 * 2**20) + b'", "answer": "1"}\n')
+    result = invoke(db, "search", "--dataset", str(path), "--budget", "4", *SIM)
+    assert_cli_error(result, "huge.jsonl:1: line longer than 16 MiB")
+
+
+@pytest.mark.parametrize(
+    "args", [["runs"], ["search", "--dataset", "gsm8k", "--budget", "2", *SIM]]
+)
+def test_database_that_is_a_device(args: list[str]) -> None:
+    result = CliRunner().invoke(app, ["--db", "/dev/null", *args])
+    assert_cli_error(result, "/dev/null is not a regular file")
+
+
+def test_empty_database_file_is_not_written_by_a_command_that_reads(tmp_path: Path) -> None:
+    path = tmp_path / "zero.db"
+    path.touch()
+    for args in (["runs"], ["runs", "show", "run-1"], ["report", "run-1"], ["tree", "run-1", "0"]):
+        assert_cli_error(invoke(path, *args), "zero.db is an empty file")
+        assert path.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zero.db"]
+
+
+def test_disk_full_during_a_write_says_free_space_then_resume(db: Path) -> None:
+    """SQLite's own "database or disk is full" (max_page_count reached on this connection)."""
+    from sqlalchemy import text
+
+    from rebase_cli.errors import StoreError
+    from rebase_cli.store.database import Database
+
+    database = Database.open(db)
+    try:
+        with pytest.raises(StoreError) as full, database.write() as session:
+            pages = session.execute(text("PRAGMA page_count")).scalar_one()
+            session.execute(text(f"PRAGMA max_page_count = {pages}"))
+            session.execute(text("CREATE TABLE filler (x BLOB)"))
+            session.execute(text("INSERT INTO filler VALUES (zeroblob(1000000))"))
+        assert "the disk is full" in full.value.message
+        assert "free space" in (full.value.hint or "") and "resume" in (full.value.hint or "")
+    finally:
+        database.close()
+
+
+# ----------------------------------------------------------- input that is fine after all
+
+
+def test_gzip_dataset_and_byte_order_mark_are_read(tmp_path: Path) -> None:
+    import gzip
+
+    lines = '{"question": "What is 3 + 4?", "answer": "7"}\n{"question": "2+2?", "answer": 4}\n'
+    plain = tmp_path / "bom.jsonl"
+    plain.write_bytes(b"\xef\xbb\xbf" + lines.encode())
+    packed = tmp_path / "packed.jsonl.gz"
+    packed.write_bytes(gzip.compress(lines.encode()))
+    for path in (plain, packed):
+        result = invoke(
+            tmp_path / f"{path.stem}.db", "search", "--dataset", str(path), "--budget", "2", *SIM
+        )
+        assert result.exit_code == 0, result.output
+        assert "2/2 problems done" in result.stdout
+
+
+def test_damaged_gzip_dataset(db: Path, tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"question": "1+1?", "answer": "2"}\n' * 50)[:40])
+    result = invoke(db, "search", "--dataset", str(path), "--budget", "4", *SIM)
+    assert_cli_error(result, "cut.jsonl.gz is a damaged gzip file")
+
+
+def test_config_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbfbudget: 2\nlimit: 1\n")
+    result = invoke(tmp_path / "x.db", "search", "--dataset", "gsm8k", "--config", str(path), *SIM)
+    assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------------------------------------ CLI conventions
+
+
+def test_global_db_option_after_the_subcommand(db: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["runs", "--json", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert '"run": "run-1"' in result.stdout
+    result = CliRunner().invoke(app, ["runs", "show", "run-1", f"--db={db}"])
+    assert result.exit_code == 0, result.output
+    assert not (Path.cwd() / "rebase.db").exists() or "run-1" in result.stdout
+    clash = CliRunner().invoke(app, ["--db", str(db), "runs", "--db", str(tmp_path / "b.db")])
+    assert_cli_error(clash, "--db given twice", expected_code=2)
+
+
+def _help(*command: str) -> str:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+HELP_COMMANDS = [
+    [], ["search"], ["runs"], ["runs", "show"], ["runs", "delete"], ["db"], ["db", "status"],
+    ["db", "backup"], ["datasets"], ["serve"], ["serve", "policy"], ["serve", "logs"],
+    ["serve", "stop"], ["models"], ["grade"], ["report"], ["tree"], ["export"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "rebase")
+def test_help_has_no_python_types(command: list[str]) -> None:
+    text = _help(*command)
+    for python_type in ("<bool>", "<int>", "<str>", "<float>", "<path>", "list[", " range>"):
+        assert python_type not in text, f"{python_type!r} in `rebase {' '.join(command)} --help`"
+
+
+def test_search_help_shows_defaults_and_panels() -> None:
+    text = _help("search")
+    for panel in ("What to search", "Search parameters", "Endpoints", "Run and output"):
+        assert panel in text
+    for default in ("[default: 32]", "[default: 0.2]", "[default: 25]", "[default: rebase]"):
+        assert default in text, default
+    assert "[required unless --run]" in text
+
+
+def test_each_short_flag_has_one_meaning() -> None:
+    meanings: dict[str, set[str]] = {}
+    for command in HELP_COMMANDS:
+        for line in _help(*command).splitlines():
+            words = line.strip("│ ").split()
+            short = words[1] if len(words) >= 2 and words[0].startswith("--") else ""
+            if len(short) == 2 and short[0] == "-" and short[1].isalpha():
+                meanings.setdefault(short, set()).add(words[0])
+    assert meanings.get("-f") == {"--format"}
+    assert {flag: long for flag, long in meanings.items() if len(long) > 1} == {}
+
+
+def test_runs_show_prints_no_python_values(db: Path) -> None:
+    text = invoke(db, "runs", "show", "run-1").stdout
+    assert "None" not in text
+    wall = next(line for line in text.splitlines() if line.split()[:1] == ["wall_seconds"])
+    assert wall.split()[1].endswith("s") and len(wall.split()[1].split(".")[-1]) == 2
+
+
+def test_db_status_size_agrees_with_its_json(tmp_path: Path) -> None:
+    import json as json_module
+
+    path = tmp_path / "new.db"
+    # A fresh process, as a user runs it: the size is read while its WAL is not yet folded in.
+    table = subprocess.run(
+        [sys.executable, "-m", "rebase_cli", "--db", str(path), "db", "status"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "100"},
+    ).stdout  # fmt: skip
+    shown = next(line for line in table.splitlines() if line.split()[:1] == ["size"])
+    size = json_module.loads(invoke(path, "db", "status", "--json").stdout)["size_bytes"]
+    assert shown.split()[1] == f"{size / 1024:.1f}", (shown, size)
+
+
+def test_runs_table_is_legible_at_80_columns(db: Path) -> None:
+    result = CliRunner().invoke(app, ["--db", str(db), "runs"], env={"COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    row = next(line for line in lines if line.startswith("run-1"))
+    assert "rebase" in row and "done" in row and "2/2" in row and "gsm8k" in row
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", row), row

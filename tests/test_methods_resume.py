@@ -63,9 +63,14 @@ def test_sigkill_then_resume_gives_the_uninterrupted_tree(
 
     db = tmp_path / "killed.db"
     url = slow_sim.url
+    # A whole-solution problem is two requests, not two per level: one problem at a time keeps
+    # the run long enough for three kills to land mid-run.
+    concurrency = 1 if method == "whole" else 2
     result = kill_and_resume(
         db,
-        search_args(url, budget=BUDGET, limit=LIMIT, concurrency=2, extra=_method_args(method)),
+        search_args(
+            url, budget=BUDGET, limit=LIMIT, concurrency=concurrency, extra=_method_args(method)
+        ),
         lambda run_id: ["search", "--run", f"run-{run_id}", "--policy", url, "--reward", url],
         kills=3,
         rng=random.Random(14),

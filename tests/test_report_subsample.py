@@ -60,7 +60,9 @@ def test_sample_run_reports_every_smaller_budget(db: Database) -> None:
     # Compute of k of N independent paths: k/N of the run's.
     full = rows[2]["flops_per_problem"]
     assert [r["flops_per_problem"] for r in rows] == pytest.approx([full / 4, full / 2, full])
-    validate_report({"schema": "rebase-report/1", "generator": "x", "runs": [report]})
+    document = build_report(db, [run], ReportOptions(subsample_draws=8))
+    validate_report(document)
+    assert all(document["runs"][0]["accuracy"][i]["interval"]["majority"] for i in range(3))
 
 
 def test_subsampling_is_reproducible_and_seeded(db: Database) -> None:

@@ -75,7 +75,7 @@ def test_search_over_50_problems_persists_every_tree(reference: Reference) -> No
     assert reference.returncode == 0, reference.stdout + reference.stderr
     assert f"{LIMIT}/{LIMIT} problems done, 0 failed" in reference.stdout
     assert "SIMULATED" in reference.stdout
-    assert "report: rebase report run-1" in reference.stdout
+    assert f"report: rebase --db {reference.db} report run-1" in reference.stdout
     assert run_status(reference.db, 1) == "done"
     assert integrity(reference.db) == "ok"
     dump = reference.dump
@@ -134,7 +134,7 @@ def test_ctrl_c_leaves_a_resumable_run_and_resume_picks_it(
     wait_until(lambda: node_count(db) >= total // 4 or child.process.poll() is not None)
     child.interrupt()
     assert child.wait(60) == 130, child.output()
-    assert "interrupted; resume with: rebase search --run run-1" in child.stderr
+    assert f"interrupted; resume with: rebase --db {db} search --run run-1" in child.stderr
     assert "Traceback" not in child.output()
     assert run_status(db, 1) == "interrupted"
     assert query(db, "SELECT lease_owner FROM run WHERE id = 1") == [(None,)]

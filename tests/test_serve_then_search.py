@@ -42,4 +42,6 @@ def test_search_without_servers_says_how_to_get_one(tmp_path: Path) -> None:
     result = _cli(tmp_path / "e.db", "search", "--dataset", "gsm8k", "--budget", "4")
     assert result.exit_code == 2
     assert "no policy server given and none registered as healthy" in result.stderr
-    assert "rebase serve policy" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # The server must be registered in this database for the search to find it.
+    started_by = f"rebase --db {tmp_path / 'e.db'} serve policy"
+    assert started_by in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -136,7 +136,7 @@ def test_server_that_stays_down_stops_the_run_resumably(
     assert len(errors) == 1, child.stderr
     print(f"\n{errors[0]}")
     assert f"server http://127.0.0.1:{port} unreachable" in errors[0]
-    assert "rebase search --run run-1" in errors[0]
+    assert f"rebase --db {db} search --run run-1" in errors[0]
     assert run_status(db, 1) == "failed"
     assert integrity(db) == "ok"
 

@@ -20,8 +20,14 @@ EXPECTED_COLUMNS = {
         "id", "name", "method", "dataset", "dataset_sha256", "budget", "config_json",
         "fingerprint", "policy_url", "policy_model", "reward_url", "reward_model",
         "reward_protocol", "capabilities_json", "simulated", "seed", "status", "lease_owner",
-        "lease_expires_at", "wall_seconds", "created_at", "updated_at",
+        "lease_expires_at", "wall_seconds", "created_at", "updated_at", "group_name",
     },
+    "run_group": {"id", "name", "spec_json", "created_at"},
+    "score_set": {
+        "id", "run_id", "name", "reward_url", "reward_model", "reward_protocol", "status",
+        "error", "created_at",
+    },
+    "node_score": {"score_set_id", "node_id", "score"},
     "problem": {
         "id", "run_id", "dataset_index", "source_id", "question", "reference_answer", "subject",
         "level", "status", "error", "depth_completed", "policy_prompt_tokens",

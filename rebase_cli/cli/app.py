@@ -12,15 +12,101 @@ from typer.core import TyperGroup
 
 from rebase_cli import __version__
 from rebase_cli.cli import common
-from rebase_cli.errors import RebaseError
+from rebase_cli.errors import RebaseError, UsageError
 
 
 def print_error(message: str) -> None:
     """One `error:` line on stderr."""
     # escape: messages hold literal brackets (`pip install 'rebase-cli[sglang]'`);
     # soft_wrap: the message stays one line for scripts and logs.
-    text = " ".join(message.split())
+    text = common.with_db(" ".join(message.split()))
     common.err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+GLOBAL_VALUE_OPTIONS = ("--db",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move `--db X` / `--db=X` given after a subcommand (`rebase search ... --db x`) to the
+    front, where the root command parses it; arguments after `--` are left alone.
+
+    Two different values are a usage error rather than a silent choice."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    values: set[str] = set()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name, eq, value = arg.partition("=")
+        if name in GLOBAL_VALUE_OPTIONS and (eq or i + 1 < len(args)):
+            if not eq:
+                value = args[i + 1]
+                i += 1
+            hoisted += [name, value]
+            values.add(value)
+        else:
+            rest.append(arg)
+        i += 1
+    if len(values) > 1:
+        raise UsageError(
+            f"--db given twice with different files ({', '.join(sorted(values))})", "give it once"
+        )
+    return hoisted + rest
+
+
+def conventional_metavars(command: Any) -> None:
+    """Help in the usual CLI form, for `command` and every subcommand: flags (and --help) show
+    no type where typer shows `<bool>`; values show an upper-case word (`INTEGER`, `PATH`,
+    `TEXT`) instead of typer's Python-like `<int>`, `<list[str]>` or `<int range>`; arguments
+    show their name only. Typer has no setting for this, so each parameter's
+    `display_type_rich` (used only for the help's type column) is replaced."""
+    for param in command.params:
+        _plain_type(param)
+    original = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = original(ctx)
+        if option is not None:
+            _plain_type(option)
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        conventional_metavars(sub)
+
+
+def _plain_type(param: Any) -> None:
+    if getattr(param, "param_type_name", "") == "argument":
+        if param.metavar is None:  # usage and errors name it in capitals, as click does
+            param.metavar = str(param.name).upper()
+        word = None
+    else:
+        word = _type_word(param)
+    param.display_type_rich = lambda ctx: word
+
+
+def _type_word(param: Any) -> str | None:
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return None
+    if param.metavar is not None:
+        return str(param.metavar)
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:
+        return None
+    if desc.is_choice:
+        word = "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+    elif desc.is_path:
+        word = "PATH"
+    else:
+        bare = param.bare_type().removeprefix("list[").removesuffix("]")
+        word = _TYPE_WORDS.get(bare, bare.upper())
+    return word + ("..." if desc.is_list else "")
+
+
+_TYPE_WORDS = {"int": "INTEGER", "float": "FLOAT", "str": "TEXT"}
 
 
 class ErrorBoundaryGroup(TyperGroup):
@@ -35,11 +121,21 @@ class ErrorBoundaryGroup(TyperGroup):
             print_error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+    def main(
+        self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any
+    ) -> Any:
+        if not getattr(self, "_conventional", False):
+            conventional_metavars(self)
+            self._conventional = True
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            args = hoist_global_options(list(sys.argv[1:] if args is None else args))
+        except UsageError as exc:
+            print_error(exc.one_line())
+            sys.exit(exc.exit_code)
+        if not standalone_mode:
+            return super().main(args, *rest, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(args, *rest, standalone_mode=False, **kwargs)
         except Exception as exc:
             # The parser's errors (typer bundles its own Click, so they are recognised by
             # shape): a bare `rebase` or `rebase serve` shows its help, which is not an error.
@@ -102,6 +198,7 @@ def _register() -> None:
         grade_cmd,
         models_cmd,
         report_cmd,
+        rescore_cmd,
         runs_cmd,
         search_cmd,
         serve_cmd,
@@ -117,6 +214,7 @@ def _register() -> None:
     app.command("report")(report_cmd.report)
     app.command("tree")(report_cmd.tree)
     app.command("export")(report_cmd.export)
+    app.command("rescore")(rescore_cmd.rescore)
 
 
 _register()

@@ -17,6 +17,8 @@ from rebase_cli.errors import UsageError
 from rebase_cli.reports.accuracy import DEFAULT_DRAWS
 from rebase_cli.reports.compute import parse_params
 from rebase_cli.reports.grading_cache import Progress as ProgressCallback
+from rebase_cli.reports.selection import DEFAULT_RULES, parse_rules
+from rebase_cli.reports.statistics import DEFAULT_RESAMPLES, DEFAULT_STATS_SEED, StatsOptions
 from rebase_cli.store import repository
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
@@ -27,6 +29,13 @@ class ReportFormat(str, Enum):
     json = "json"
     markdown = "markdown"
     html = "html"
+
+
+class ComputeAxis(str, Enum):
+    flops = "flops"
+    paper = "paper"
+    tokens = "tokens"
+    seconds = "seconds"
 
 
 class TreeFormat(str, Enum):
@@ -50,7 +59,11 @@ _SUFFIX_FORMATS = {
 
 def report(
     runs: Annotated[
-        list[str], typer.Argument(help="Runs: run-42, 42, a run name, or latest.", metavar="RUN...")
+        list[str],
+        typer.Argument(
+            help="Runs: run-42, 42, a run name, latest, or a group (all its runs).",
+            metavar="RUN|GROUP...",
+        ),
     ],
     fmt: Annotated[
         ReportFormat | None,
@@ -66,7 +79,7 @@ def report(
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Also draw accuracy vs FLOPs to FILE.png or FILE.svg."),
+        typer.Option("--plot", help="Also draw accuracy vs compute to FILE.png or FILE.svg."),
     ] = None,
     policy_params: Annotated[
         str | None,
@@ -83,13 +96,41 @@ def report(
     subsample_draws: Annotated[
         int, typer.Option(min=1, max=1000, help="Draws averaged per subsampled budget.")
     ] = DEFAULT_DRAWS,
-    compute_axis: Annotated[
+    rules: Annotated[
         str,
         typer.Option(
-            help="Plot's x axis: flops (ours: policy + reward FLOPs) or paper (policy "
-            "generated tokens)."
+            help="Selection rules the plot and comparison tables show, comma-separated "
+            "(majority, weighted_<agg>, best_of_n_<agg>; agg: last, min, prod, mean)."
         ),
-    ] = "flops",
+    ] = ",".join(DEFAULT_RULES),
+    compute_axis: Annotated[
+        ComputeAxis,
+        typer.Option(
+            help="x axis of the plot, curves and frontier: flops (policy + reward FLOPs), paper "
+            "(policy generated tokens), tokens (policy + reward tokens) or seconds (search time)."
+        ),
+    ] = ComputeAxis.flops,
+    ci_seed: Annotated[
+        int, typer.Option(help="Seed of the bootstrap intervals.")
+    ] = DEFAULT_STATS_SEED,
+    ci_resamples: Annotated[
+        int, typer.Option(min=100, max=100_000, help="Bootstrap resamples per interval.")
+    ] = DEFAULT_RESAMPLES,
+    scores: Annotated[
+        str | None,
+        typer.Option(
+            help="Select answers with this score set (from `rebase rescore`) instead of the "
+            "search's own PRM scores.",
+            show_default=False,
+        ),
+    ] = None,
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details",
+            help="With several runs, also print each run's own tables (files always have them).",
+        ),
+    ] = False,
 ) -> None:
     """Accuracy under each answer-selection rule, compute and FLOPs, and the per-depth search
     view of one or more runs. Grading verdicts are cached in the database."""
@@ -97,15 +138,19 @@ def report(
 
     chosen = fmt or (_SUFFIX_FORMATS.get(output.suffix.lower()) if output else None)
     chosen = chosen or ReportFormat.table
-    if compute_axis not in ("flops", "paper"):
-        raise UsageError(f"unknown --compute-axis {compute_axis!r}", "use flops or paper")
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {plot}: unknown image type", "name the file .png or .svg")
+    check_output(output)
+    check_output(plot, "--plot")
     options = ReportOptions(
         policy_params=parse_params(policy_params) if policy_params else None,
         reward_params=parse_params(reward_params) if reward_params else None,
         subsample_seed=subsample_seed,
         subsample_draws=subsample_draws,
+        stats=StatsOptions(seed=ci_seed, resamples=ci_resamples),
+        rules=parse_rules(rules),
+        x_axis=compute_axis.value,
+        scores=scores,
     )
     db = open_existing_db()
     try:
@@ -117,16 +162,19 @@ def report(
     if plot is not None:
         from rebase_cli.reports.plot import write_plot
 
-        write_plot(document, plot, compute_axis)
+        write_plot(document, plot)
         err_console.print(f"plot written to {plot}", highlight=False)
-    _emit(document, chosen, output)
+    _emit(document, chosen, output, details)
+    if chosen is ReportFormat.table and output is None and len(resolved) > 1 and not details:
+        refs = " ".join(f"run-{run.id}" for run in resolved)
+        err_console.print(f"each run's own tables: rebase report {refs} --details", highlight=False)
 
 
-def _emit(document: dict, fmt: ReportFormat, output: Path | None) -> None:
+def _emit(document: dict, fmt: ReportFormat, output: Path | None, details: bool = True) -> None:
     if fmt is ReportFormat.table and output is None:
         from rebase_cli.reports.render_table import renderables
 
-        for item in renderables(document):
+        for item in renderables(document, details):
             console.print(item)
         return
     if fmt is ReportFormat.table:
@@ -152,7 +200,7 @@ def tree(
     run: Annotated[str, typer.Argument(help="run-42, 42, a run name, or latest.")],
     problem: Annotated[int, typer.Argument(help="The problem's 0-based dataset index.", min=0)],
     depth: Annotated[
-        int | None, typer.Option("--depth", "-d", min=0, help="Show nodes down to depth D.")
+        int | None, typer.Option("--depth", min=0, help="Show nodes down to depth D.")
     ] = None,
     fmt: Annotated[TreeFormat, typer.Option("--format", "-f", help="rich or dot.")] = (
         TreeFormat.rich
@@ -189,6 +237,7 @@ def export(
     """Export a run's finished answers with their step scores and verdicts."""
     from rebase_cli.reports.export import export_run
 
+    check_output(output)
     db = open_existing_db()
     try:
         resolved = repository.resolve_run(db, run)
@@ -205,10 +254,18 @@ def export(
 
 
 def _resolve_runs(db: Database, refs: list[str]) -> list[Run]:
+    """Runs by reference, a group name standing for its runs (oldest first); each run once."""
+    from rebase_cli.store.groups import get_group, group_runs
+
     resolved: dict[int, Run] = {}
     for ref in refs:
-        run = repository.resolve_run(db, ref)
-        resolved.setdefault(run.id or 0, run)
+        members = group_runs(db, ref) if get_group(db, ref) is not None else None
+        for run in members if members is not None else [repository.resolve_run(db, ref)]:
+            resolved.setdefault(run.id or 0, run)
+    if not resolved:
+        raise UsageError(
+            f"group {refs[0]!r} has no runs yet", f"run: rebase search --group {refs[0]}"
+        )
     return list(resolved.values())
 
 
@@ -241,15 +298,34 @@ def _grading_progress() -> Iterator[ProgressCallback]:
             bar.stop()
 
 
+def check_output(path: Path | None, option: str = "--output") -> None:
+    """Refuse an output path that cannot be created, before any work (grading caches its
+    verdicts in the database) is done for it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder", f"name a file for {option}")
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"cannot write {path}: folder {path.parent} does not exist",
+            f"create it or choose another {option}",
+        )
+
+
 @contextmanager
 def _open_output(path: Path) -> Iterator:
+    """`path` open for writing; any OS error while opening, writing or closing it (a full
+    disk, /dev/full) is one UsageError, and a partly written regular file is removed."""
     try:
-        handle = path.open("w", encoding="utf-8")
+        with path.open("w", encoding="utf-8") as handle:
+            yield handle
     except OSError as exc:
-        message = f"cannot write {path}: {exc.strerror}"
-        raise UsageError(message, "choose another --output") from None
-    with handle:
-        yield handle
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise UsageError(
+            f"cannot write {path}: {reason}", "free space or choose another --output"
+        ) from None
 
 
 def _write(text: str, output: Path | None) -> None:

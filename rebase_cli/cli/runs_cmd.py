@@ -6,11 +6,14 @@ import json
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from rebase_cli.cli.common import console, open_existing_db, print_json
 from rebase_cli.runner import reproducibility
+from rebase_cli.runner.holder import refuse_if_searched
 from rebase_cli.store import repository as repo
+from rebase_cli.store.score_sets import list_score_sets
 
 app = typer.Typer(help="List, inspect and delete runs.", invoke_without_command=True)
 
@@ -34,6 +37,7 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
                     "budget": run.budget,
                     "status": run.status,
                     "simulated": run.simulated,
+                    "group": run.group_name,
                     "problems": counts,
                     "created_at": run.created_at.isoformat(),
                 }
@@ -41,7 +45,15 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
             ]
         )
         return
-    table = Table("run", "name", "method", "dataset", "budget", "status", "progress", "created")
+    # Ids, names and dates never wrap or get cut: at 80 columns the dataset column (a path,
+    # perhaps) folds instead.
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
+    # `N` is the budget (the paper's width N): a short header keeps the row within 80 columns.
+    grouped = any(run.group_name for run, _ in rows)
+    headers = ("run", "name", *(("group",) if grouped else ()), "method", "status", "N")
+    for header in (*headers, "progress", "created"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("dataset", overflow="fold", min_width=10)
     for run, counts in rows:
         total = sum(counts.values())
         done = counts.get("done", 0)
@@ -50,12 +62,13 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         table.add_row(
             f"run-{run.id}",
             run.name or "",
-            run.method + (" [yellow](sim)[/]" if run.simulated else ""),
-            run.dataset,
-            str(run.budget),
+            *((run.group_name or "",) if grouped else ()),
+            run.method + (" [yellow]sim[/]" if run.simulated else ""),
             run.status,
+            str(run.budget),
             progress,
             run.created_at.strftime("%Y-%m-%d %H:%M"),
+            run.dataset,
         )
     console.print(table)
 
@@ -79,6 +92,7 @@ def show(
         "dataset_sha256": run.dataset_sha256,
         "budget": run.budget,
         "simulated": run.simulated,
+        "group": run.group_name,
         "fingerprint": run.fingerprint,
         "policy": {"url": run.policy_url, "model": run.policy_model},
         "reward": {
@@ -94,16 +108,34 @@ def show(
         "created_at": run.created_at.isoformat(),
         "updated_at": run.updated_at.isoformat(),
         "totals": totals,
+        "score_sets": {
+            s.name: {"reward_model": s.reward_model, "status": s.status}
+            for s in list_score_sets(db, run.id)
+        },
     }
     if json_output:
         print_json(payload)
         return
+    # Times to the second, in UTC (the JSON keeps the full ISO value).
+    payload["created_at"] = run.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    payload["updated_at"] = run.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     table = Table(show_header=False, box=None)
     for key, value in payload.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
-        table.add_row(key, str(value))
+        table.add_row(key, _shown(key, value))
     console.print(table)
+
+
+def _shown(key: str, value: object) -> str:
+    """A value as a person reads it: no Python `None`, rounded seconds, `k=v` lists."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}s" if key.endswith("seconds") else f"{value:g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_shown(k, v)}" for k, v in value.items())
+    return str(value)
 
 
 @app.command("delete")
@@ -114,7 +146,11 @@ def delete(
     """Delete a run with all its problems, nodes and allocations."""
     db = open_existing_db()
     run = repo.resolve_run(db, run_ref)
+    assert run.id is not None
+    refuse_if_searched(db, run.id, "delete")
     if not yes and not typer.confirm(f"Delete run-{run.id} and its whole tree?"):
         raise typer.Exit(1)
+    # Deleting under a live search would make it die with a false "taken over" error.
+    refuse_if_searched(db, run.id, "delete")
     repo.delete_run(db, run.id)
     typer.echo(f"deleted run-{run.id}")

@@ -2,149 +2,280 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from rebase_cli.cli.common import console, err_console, open_db, print_json
-from rebase_cli.cli.search_progress import ProgressEvents
+from rebase_cli.cli.common import console, err_console, open_db, print_json, with_db
+from rebase_cli.cli.search_exec import execute_search
+from rebase_cli.cli.sweep_cmd import run_sweep
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
-from rebase_cli.reports.servers import server_rows
-from rebase_cli.runner import reproducibility
-from rebase_cli.runner.config import load_config_file
-from rebase_cli.runner.setup import RunRequest
-from rebase_cli.store import repository as repo
+from rebase_cli.runner.config import SearchConfig, load_config_file
+from rebase_cli.runner.setup import RunAlreadyDone, RunRequest
+from rebase_cli.runner.sweep import SweepSpec, parse_list
 
-Opt = typer.Option
+# Help panels; options added later slot into one of these.
+WHAT = "What to search"
+PARAMS = "Search parameters"
+ENDPOINTS = "Endpoints"
+PAPER = "Paper and authors' code switches"
+OPERATION = "Concurrency and timeouts"
+OUTPUT = "Run and output"
+
+
+def Opt(*names: str, panel: str, help: str, default: str | None = None, **kw: Any) -> Any:
+    """An option in a help panel. `default` names the key of SearchConfig whose default is
+    shown (the flag itself defaults to None, so that a config file's value can win); a
+    `[...]` note in `help` is shown literally, not read as rich markup."""
+    if default is not None:
+        value = SearchConfig.model_fields[default].default
+        help = f"{help} [default: {'all' if value is None else value}]"
+    return typer.Option(*names, help=escape(help), rich_help_panel=panel, show_default=False, **kw)
 
 
 def search(
-    dataset: Annotated[str | None, Opt(help="gsm8k, math500, or a JSONL file.")] = None,
-    budget: Annotated[int | None, Opt(help="Width N: paths per problem.")] = None,
-    method: Annotated[
-        str | None, Opt(help="rebase, sample, beam, dvts or particle (default rebase).")
+    dataset: Annotated[
+        str | None,
+        Opt(panel=WHAT, help="gsm8k, math500, or a JSONL file. [required unless --run]"),
     ] = None,
-    config: Annotated[Path | None, Opt(help="YAML config (reference-code keys work).")] = None,
-    template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
-    policy: Annotated[
-        list[str] | None,
-        Opt(
-            help="Policy URL, `sim`, or `sim:FLAVOUR` (sglang, vllm, ...). Several servers: "
-            "repeat it or separate with commas.",
-            show_default=False,
-        ),
-    ] = None,
-    reward: Annotated[
-        list[str] | None,
-        Opt(
-            help="Reward URL, or `sim`. Several servers: repeat it or separate with commas "
-            "(each problem stays on one; a dead one's problems move).",
-            show_default=False,
-        ),
-    ] = None,
-    policy_server: Annotated[
+    budget: Annotated[
         str | None,
         Opt(
-            help="Policy server kind: sglang, sglang-deterministic, vllm or openai "
-            "[default: asked from the server]",
-            show_default=False,
+            panel=WHAT,
+            help="Width N: paths per problem; a list (4,8,16) runs a sweep. "
+            "[required unless in --config/--run]",
         ),
     ] = None,
-    reward_protocol: Annotated[str | None, Opt(help="score, classify or pooling.")] = None,
-    limit: Annotated[int | None, Opt(help="Only the first K problems.")] = None,
-    concurrency: Annotated[int | None, Opt(help="Problems searched at once.")] = None,
-    seed: Annotated[int | None, Opt(help="Run seed (child seeds derive from it).")] = None,
-    name: Annotated[str | None, Opt(help="A name for the new run.")] = None,
-    resume: Annotated[
-        bool, Opt("--resume", help="Continue the latest unfinished run with this config.")
-    ] = False,
-    run: Annotated[str | None, Opt("--run", help="Resume this run (run-42, 42, a name).")] = None,
-    balance_temperature: Annotated[float | None, Opt(help="REBASE softmax temperature.")] = None,
-    temperature: Annotated[float | None, Opt(help="Policy sampling temperature.")] = None,
-    top_p: Annotated[float | None, Opt(help="Policy nucleus sampling.")] = None,
-    max_step_tokens: Annotated[int | None, Opt(help="Max tokens per step.")] = None,
-    max_tokens: Annotated[int | None, Opt(help="Max tokens per path.")] = None,
-    max_depth: Annotated[int | None, Opt(help="Max steps per path.")] = None,
-    beam_expansion: Annotated[int | None, Opt(help="Beam and DVTS expansion M.")] = None,
+    method: Annotated[
+        str | None,
+        Opt(
+            panel=WHAT,
+            help="rebase, sample, beam, dvts or particle; a list (rebase,sample) runs a sweep.",
+            default="method",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, Opt(panel=WHAT, help="Only the first K problems.", default="limit")
+    ] = None,
+    config: Annotated[
+        Path | None, Opt(panel=WHAT, help="YAML config (reference-code keys work).")
+    ] = None,
+    question_field: Annotated[
+        str | None,
+        Opt(
+            panel=WHAT,
+            help="JSONL field of the question. "
+            "[default: the first of question, problem, prompt, input]",
+        ),
+    ] = None,
+    answer_field: Annotated[
+        str | None,
+        Opt(
+            panel=WHAT,
+            help="JSONL field of the answer. "
+            "[default: the first of answer, final_answer, target, output]",
+        ),
+    ] = None,
+    template: Annotated[
+        str | None, Opt(panel=PARAMS, help="Prompt template name or YAML path.", default="template")
+    ] = None,
+    balance_temperature: Annotated[
+        float | None,
+        Opt(panel=PARAMS, help="REBASE softmax temperature.", default="balance_temperature"),
+    ] = None,
+    temperature: Annotated[
+        float | None, Opt(panel=PARAMS, help="Policy sampling temperature.", default="temperature")
+    ] = None,
+    top_p: Annotated[
+        float | None, Opt(panel=PARAMS, help="Policy nucleus sampling.", default="top_p")
+    ] = None,
+    max_step_tokens: Annotated[
+        int | None, Opt(panel=PARAMS, help="Max tokens per step.", default="max_step_tokens")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, Opt(panel=PARAMS, help="Max tokens per path.", default="max_tokens")
+    ] = None,
+    max_depth: Annotated[
+        int | None, Opt(panel=PARAMS, help="Max steps per path.", default="max_depth")
+    ] = None,
+    beam_expansion: Annotated[
+        int | None,
+        Opt(panel=PARAMS, help="Beam and DVTS expansion M.", default="beam_expansion"),
+    ] = None,
     particle_temperature: Annotated[
-        float | None, Opt(help="Particle filtering resampling temperature (default 0.2).")
+        float | None,
+        Opt(
+            panel=PARAMS,
+            help="Particle filtering resampling temperature.",
+            default="particle_temperature",
+        ),
     ] = None,
     sample_mode: Annotated[
         str | None,
         Opt(
-            help="sample: `steps` (scored as it grows) or `whole` (one request per path) "
-            "(default steps)."
+            panel=PARAMS,
+            help="sample: steps (scored as it grows) or whole (one request per path).",
+            default="sample_mode",
         ),
     ] = None,
-    request_timeout: Annotated[float | None, Opt(help="Seconds per request.")] = None,
-    server_wait: Annotated[float | None, Opt(help="Seconds to wait for a down server.")] = None,
-    max_in_flight: Annotated[int | None, Opt(help="In-flight requests per endpoint.")] = None,
+    seed: Annotated[
+        int | None, Opt(panel=PARAMS, help="Run seed (child seeds derive from it).", default="seed")
+    ] = None,
     samples_per_request: Annotated[
-        int | None, Opt(help="Cap on n per policy request (1: one request, one seed per child).")
+        int | None,
+        Opt(
+            panel=PARAMS,
+            help="Cap on n per policy request (1: one request, one seed per child). "
+            "[default: all children of a node in one request]",
+        ),
     ] = None,
-    policy_model: Annotated[str | None, Opt(help="Model name at the policy server.")] = None,
-    reward_model: Annotated[str | None, Opt(help="Model name at the reward server.")] = None,
-    policy_api_key: Annotated[
-        str | None, Opt(envvar="REBASE_POLICY_API_KEY", help="Never stored.", show_default=False)
-    ] = None,
-    reward_api_key: Annotated[
-        str | None, Opt(envvar="REBASE_REWARD_API_KEY", help="Never stored.", show_default=False)
-    ] = None,
-    question_field: Annotated[str | None, Opt(help="JSONL field of the question.")] = None,
-    answer_field: Annotated[str | None, Opt(help="JSONL field of the answer.")] = None,
     profile: Annotated[
         str | None,
-        Opt(help="default, or reference: the authors' rebase.py exactly. (default: default)"),
+        Opt(panel=PAPER, help="default, or reference: the authors' rebase.py.", default="profile"),
     ] = None,
     select_method: Annotated[
-        str | None, Opt(help="softmax or softmax_with_truncate. (default: softmax)")
+        str | None,
+        Opt(panel=PAPER, help="softmax or softmax_with_truncate.", default="select_method"),
     ] = None,
     truncate_ratio: Annotated[
-        float | None, Opt(help="softmax_with_truncate keeps the best ceil(open x ratio).")
+        float | None,
+        Opt(
+            panel=PAPER,
+            help="softmax_with_truncate keeps the best ceil(open x ratio). [default: none]",
+        ),
     ] = None,
     tie_order: Annotated[
         str | None,
         Opt(
-            help="Equal scores: earlier-first or later-first. "
-            "(default: earlier-first; reference: later-first)"
+            panel=PAPER,
+            help="Equal scores: earlier-first or later-first (reference).",
+            default="tie_order",
         ),
     ] = None,
     child_order: Annotated[
         str | None,
         Opt(
-            help="Children made in parent-order or best-first. "
-            "(default: parent-order; reference: best-first)"
+            panel=PAPER,
+            help="Children made in parent-order or best-first (reference).",
+            default="child_order",
         ),
     ] = None,
     share_rounding: Annotated[
         str | None,
-        Opt(help="sequential-ceil (code) or round (paper). (default: sequential-ceil)"),
+        Opt(
+            panel=PAPER,
+            help="sequential-ceil (code) or round (paper).",
+            default="share_rounding",
+        ),
     ] = None,
     path_token_rule: Annotated[
         str | None,
-        Opt(help="max-tokens counts the path or the step. (default: path; reference: step)"),
+        Opt(
+            panel=PAPER,
+            help="--max-tokens counts the path, or the step (reference).",
+            default="path_token_rule",
+        ),
     ] = None,
     leaf_rule: Annotated[
         str | None,
         Opt(
-            help="Path ends: template (answer, EOS) or answer-phrase. "
-            "(default: template; reference: answer-phrase)"
+            panel=PAPER,
+            help="Path ends: template (answer, EOS) or answer-phrase (reference).",
+            default="leaf_rule",
         ),
     ] = None,
-    json_output: Annotated[bool, Opt("--json", help="Print the summary as JSON.")] = False,
+    policy: Annotated[
+        list[str] | None,
+        Opt(
+            panel=ENDPOINTS,
+            help="Policy URL, `sim`, or `sim:FLAVOUR` (sglang, sglang-deterministic, vllm, "
+            "openai); several servers: repeat it or separate with commas. [default: the run's "
+            "own when resuming, else the server `rebase serve policy` registered]",
+        ),
+    ] = None,
+    policy_server: Annotated[
+        str | None,
+        Opt(
+            panel=ENDPOINTS,
+            help="Policy server kind: sglang, sglang-deterministic, vllm or openai. "
+            "[default: asked from the server]",
+        ),
+    ] = None,
+    reward: Annotated[
+        list[str] | None,
+        Opt(
+            panel=ENDPOINTS,
+            help="Reward URL, or `sim`; several servers: repeat it or separate with commas "
+            "(each problem stays on one; a dead one's problems move). [default: the run's "
+            "own when resuming, else the server `rebase serve reward` registered]",
+        ),
+    ] = None,
+    reward_protocol: Annotated[
+        str | None,
+        Opt(panel=ENDPOINTS, help="score, classify or pooling.", default="reward_protocol"),
+    ] = None,
+    policy_model: Annotated[
+        str | None,
+        Opt(panel=ENDPOINTS, help="Model name at the policy server. [default: the one it serves]"),
+    ] = None,
+    reward_model: Annotated[
+        str | None,
+        Opt(panel=ENDPOINTS, help="Model name at the reward server. [default: the one it serves]"),
+    ] = None,
+    policy_api_key: Annotated[
+        str | None, Opt(panel=ENDPOINTS, help="Never stored.", envvar="REBASE_POLICY_API_KEY")
+    ] = None,
+    reward_api_key: Annotated[
+        str | None, Opt(panel=ENDPOINTS, help="Never stored.", envvar="REBASE_REWARD_API_KEY")
+    ] = None,
+    concurrency: Annotated[
+        int | None, Opt(panel=OPERATION, help="Problems searched at once.", default="concurrency")
+    ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        Opt(panel=OPERATION, help="In-flight requests per endpoint.", default="max_in_flight"),
+    ] = None,
+    request_timeout: Annotated[
+        float | None, Opt(panel=OPERATION, help="Seconds per request.", default="request_timeout")
+    ] = None,
+    server_wait: Annotated[
+        float | None,
+        Opt(panel=OPERATION, help="Seconds to wait for a down server.", default="server_wait"),
+    ] = None,
+    name: Annotated[str | None, Opt(panel=OUTPUT, help="A name for the new run.")] = None,
+    group: Annotated[
+        str | None,
+        Opt(panel=OUTPUT, help="Name of a sweep's run group; alone, finishes that sweep."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        Opt(
+            "--resume",
+            panel=OUTPUT,
+            help="Continue the latest unfinished run with this config.",
+        ),
+    ] = False,
+    run: Annotated[
+        str | None, Opt("--run", panel=OUTPUT, help="Resume this run (run-42, 42, a name).")
+    ] = None,
+    json_output: Annotated[
+        bool, Opt("--json", panel=OUTPUT, help="Print the summary as JSON.")
+    ] = False,
 ) -> None:
-    """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite."""
-    # Imported here: the clients pull in openai, which other commands need not pay for.
-    from rebase_cli.runner.service import EndpointRequest, run_search
+    """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite.
 
+    Ctrl-C, SIGTERM and SIGHUP stop it cleanly; the command it prints resumes it."""
     if resume and run is not None:
         raise UsageError("--resume and --run cannot be combined", "use one of them")
+    # Several URLs of a role travel as one comma-separated value (the clients split it).
+    policy_urls = ",".join(policy) if policy else None
+    reward_urls = ",".join(reward) if reward else None
+    budgets = parse_list(budget, "--budget", int) if budget is not None else [None]
+    methods = parse_list(method, "--method") if method is not None else [None]
     explicit: dict[str, Any] = {
-        "budget": budget,
-        "method": method,
         "template": template,
         "reward_protocol": reward_protocol,
         "limit": limit,
@@ -172,26 +303,60 @@ def search(
         "path_token_rule": path_token_rule,
         "leaf_rule": leaf_rule,
     }
-    run_request = RunRequest(
-        dataset=dataset,
-        overrides={k: v for k, v in explicit.items() if v is not None},
-        config_file=config,
-        fields=FieldMap(question=question_field, answer=answer_field)
-        if question_field or answer_field
-        else None,
-        resume=resume,
-        run_ref=run,
-        name=name,
-    )
+    overrides = {k: v for k, v in explicit.items() if v is not None}
+    # Imported here: the clients pull in openai, which other commands need not pay for.
+    from rebase_cli.runner.service import EndpointRequest
+
     endpoints = EndpointRequest(
-        policy=",".join(policy) if policy else None,
-        reward=",".join(reward) if reward else None,
+        policy=policy_urls,
+        reward=reward_urls,
         policy_api_key=policy_api_key,
         reward_api_key=reward_api_key,
         policy_model=policy_model,
         reward_model=reward_model,
         policy_server=_server_kind(policy_server),
     )
+    fields = (
+        FieldMap(question=question_field, answer=answer_field)
+        if question_field is not None or answer_field is not None
+        else None
+    )
+    if group is not None or len(budgets) > 1 or len(methods) > 1:
+        if run is not None or name is not None:
+            raise UsageError(
+                "--run and --name name one run, not a sweep", "drop them; --group names a sweep"
+            )
+        spec = None
+        if dataset is not None or budget is not None or method is not None or overrides or config:
+            spec = SweepSpec(
+                dataset=dataset or "",
+                methods=methods,
+                budgets=budgets,
+                overrides=overrides,
+                config_file=str(config) if config else None,
+                question_field=question_field,
+                answer_field=answer_field,
+                policy=policy_urls,
+                reward=reward_urls,
+                policy_model=policy_model,
+                reward_model=reward_model,
+            )
+        run_sweep(spec, group, resume, endpoints, json_output)
+        return
+    one = {"budget": budgets[0], "method": methods[0]}
+    run_request = RunRequest(
+        dataset=dataset,
+        overrides={**overrides, **{k: v for k, v in one.items() if v is not None}},
+        config_file=config,
+        fields=fields,
+        resume=resume,
+        run_ref=run,
+        name=name,
+    )
+    _search(run_request, endpoints, config, json_output)
+
+
+def _search(run_request: RunRequest, endpoints, config: Path | None, json_output: bool) -> None:  # type: ignore[no-untyped-def]
     db = open_db()
     out = err_console if json_output else console
     if config is not None:
@@ -199,66 +364,65 @@ def search(
         load_config_file(config, notices)
         for notice in notices:
             err_console.print(f"[yellow]notice[/]: {notice}", highlight=False)
-    holder: dict[str, ProgressEvents] = {}
-
-    def on_prepared(prepared, endpoint_info) -> None:  # type: ignore[no-untyped-def]
-        out.print(f"[bold]{prepared.note}[/]: {prepared.run.method} on {prepared.run.dataset}, "
-                  f"budget {prepared.run.budget}, db {db.path}")  # fmt: skip
-        if endpoint_info.simulated:
-            out.print(
-                "[bold yellow]SIMULATED[/]: the policy/reward are the built-in simulator; "
-                "accuracy numbers are synthetic."
-            )
-
-    def events(prepared):  # type: ignore[no-untyped-def]
-        holder["events"] = ProgressEvents(out, f"run-{prepared.run.id}").__enter__()
-        return holder["events"]
-
     try:
-        prepared, outcome = asyncio.run(run_search(db, run_request, endpoints, events, on_prepared))
-    finally:
-        if "events" in holder:
-            holder["events"].__exit__(None, None, None)
-    totals = repo.run_totals(db, prepared.run.id)
-    facts = reproducibility.read(repo.resolve_run(db, f"run-{prepared.run.id}").capabilities_json)
-    summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
-               "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict()}  # fmt: skip
-    servers = server_rows(repo.resolve_run(db, str(prepared.run.id)))
-    if servers:
-        summary["servers"] = servers
+        prepared, outcome, summary, received = execute_search(db, run_request, endpoints, out)
+    except RunAlreadyDone as done:
+        _report_already_done(done, json_output)
+        return
+    if prepared is None:
+        # Stopped by a signal before any run was prepared: nothing was written.
+        err_console.print(f"stopped by {received.name} before the search started", highlight=False)
+        raise typer.Exit(received.exit_code)
+    _summarise(prepared.run.id, outcome, summary, out, json_output, received)
+
+
+def _summarise(run_id, outcome, summary, out, json_output: bool, received) -> None:  # type: ignore[no-untyped-def]
+    """After the summary line: the JSON form, then the next command (resume, report, retry)
+    and the exit code."""
     if json_output:
         print_json(summary)
-    else:
-        out.print(
-            f"run-{prepared.run.id}: {totals['done']}/{totals['problems']} problems done, "
-            f"{totals['failed']} failed, {totals['nodes']:,} nodes, "
-            f"{totals['policy_prompt_tokens'] + totals['policy_completion_tokens']:,} policy "
-            f"tokens, {totals['reward_tokens']:,} reward tokens in {outcome.wall_seconds:.1f}s"
-        )
-        out.print(f"reproducible: {facts.line}", highlight=False)
-        for row in servers:
-            out.print(
-                f"  {row['role']} server {row['url']}: {row['requests']:,} requests, "
-                f"{row['failed_attempts']} failed attempts, {row['tokens']:,} tokens, "
-                f"{row['outages']} outages, {row['problems_moved_away']} problems moved away",
-                highlight=False,
-            )
-        for index, error in outcome.failures[:10]:
-            out.print(f"  [red]problem {index} failed[/]: {error}")
     if outcome.interrupted:
+        by = f" by {received.name}" if received.signum else ""
         err_console.print(
-            f"interrupted; resume with: rebase search --run run-{prepared.run.id}", highlight=False
-        )
-        raise typer.Exit(130)
-    if not json_output:
-        out.print(f"report: rebase report run-{prepared.run.id}")
-    if totals["failed"]:
-        err_console.print(
-            f"{totals['failed']} problem(s) failed; retry them with: "
-            f"rebase search --run run-{prepared.run.id}",
+            with_db(f"interrupted{by}; resume with: rebase search --run run-{run_id}"),
             highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(received.exit_code)
+    if not json_output:
+        out.print(with_db(f"report: rebase report run-{run_id}"), highlight=False, soft_wrap=True)
+    if summary["failed"]:
+        err_console.print(
+            with_db(
+                f"{summary['failed']} problem(s) failed; retry them with: "
+                f"rebase search --run run-{run_id}"
+            ),
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def _report_already_done(done: RunAlreadyDone, json_output: bool) -> None:
+    """A finished run is not searched again: say so and point at its report."""
+    run_ref = f"run-{done.run.id}"
+    if json_output:
+        print_json({"run": run_ref, "already_done": True, "problems": done.problems})
+    how = (
+        f"--resume found {run_ref}, which finished this config"
+        if done.by_resume
+        else f"{run_ref} is already done"
+    )
+    err_console.print(
+        with_db(
+            f"{how} ({done.problems}/{done.problems} problems); nothing to resume. "
+            f"See its results with: rebase report {run_ref}. A larger --limit extends it; "
+            "to search the same config again as a new run, drop "
+            + ("--resume" if done.by_resume else f"--run {run_ref} and give --dataset/--budget")
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _server_kind(given: str | None) -> str | None:

@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -18,26 +19,40 @@ from rich.progress import (
 from rebase_cli.domain import LevelCommit
 from rebase_cli.store.models import ProblemRow
 
+# Below this width the rates are left out so that count, elapsed time and ETA stay on the line.
+WIDE = 110
+
+
+def _columns(width: int) -> list[ProgressColumn]:
+    """The progress line's columns: the whole set on a wide terminal; at 80 columns (a pipe, a
+    log file, many terminals) the bar shrinks and the rates go, never the total or the ETA."""
+    columns: list[ProgressColumn] = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=None if width >= WIDE else 12),
+        MofNCompleteColumn(),
+        TextColumn("problems"),
+    ]
+    if width >= WIDE:
+        columns += [
+            TextColumn("{task.fields[nodes_rate]:>7.1f} nodes/s"),
+            TextColumn("{task.fields[tokens_rate]:>8.0f} tok/s"),
+        ]
+    columns += [
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+    return columns
+
 
 class ProgressEvents:
     """Implements runner.context.SearchEvents by updating one progress bar."""
 
-    def __init__(self, console: Console, description: str) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("problems"),
-            TextColumn("{task.fields[nodes_rate]:>7.1f} nodes/s"),
-            TextColumn("{task.fields[tokens_rate]:>8.0f} tok/s"),
-            TextColumn("[red]{task.fields[failed]} failed"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
+    def __init__(self, console: Console, description: str, run_total: int | None = None) -> None:
+        self.progress = Progress(*_columns(console.width), console=console, transient=False)
         self.description = description
+        self.run_total = run_total
         self.task = None
         self.nodes = 0
         self.tokens = 0
@@ -53,8 +68,16 @@ class ProgressEvents:
 
     def started(self, problems: Sequence[ProblemRow]) -> None:
         self.started_at = time.monotonic()
+        # A resumed run counts against its whole size: the problems finished before count as
+        # done from the start (the rates and ETA cover only this session's work).
+        total = max(self.run_total or 0, len(problems))
         self.task = self.progress.add_task(
-            self.description, total=len(problems), nodes_rate=0.0, tokens_rate=0.0, failed=0
+            self.description,
+            total=total,
+            completed=total - len(problems),
+            nodes_rate=0.0,
+            tokens_rate=0.0,
+            failed=0,
         )
 
     def level_committed(self, problem: ProblemRow, level: LevelCommit) -> None:

@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rebase_cli.cli.common import console, db_path, err_console, open_db, print_json
+from rebase_cli.cli.common import (
+    console,
+    db_path,
+    err_console,
+    open_db,
+    print_json,
+    with_db,
+)
 from rebase_cli.errors import NotFoundError, ServeError, UsageError
 from rebase_cli.serving import registry, router, service
 from rebase_cli.serving.health import StartupError
@@ -240,7 +247,7 @@ def _write_log(text: str) -> None:
 def _ready_line(started: service.StartedServer, *, detached: bool) -> None:
     row = started.row
     tail = (
-        f"log: {row.log_path}; stop it with `rebase serve stop {row.role}`"
+        with_db(f"log: {row.log_path}; stop it with `rebase serve stop {row.role}`")
         if detached
         else "Ctrl-C stops it"
     )
@@ -275,7 +282,10 @@ def status_cmd(json_output: JsonFlag = False) -> None:
         )
         return
     if not states:
-        console.print("no servers registered (start one with `rebase serve policy --detach`)")
+        console.print(
+            with_db("no servers registered (start one with `rebase serve policy --detach`)"),
+            soft_wrap=True,
+        )
         return
     table = Table(
         "role", "engine", "model", "url", "pid", "alive", "healthy", "uptime",
@@ -330,7 +340,7 @@ def stop_cmd(
 def logs_cmd(
     role: Annotated[RoleName, typer.Argument(help="policy or reward.")],
     follow_log: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines while it runs.")
+        bool, typer.Option("--follow", help="Keep printing new lines while it runs.")
     ] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines.")] = 50,
 ) -> None:

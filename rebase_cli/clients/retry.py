@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import aiohttp
 import openai
 from tenacity import (
     AsyncRetrying,
@@ -220,4 +221,12 @@ async def with_retries(
         raise gave_up(target, exc, attempts, time.monotonic() - started, policy.timeout) from None
     except (openai.APIConnectionError, MalformedResponse) as exc:
         raise gave_up(target, exc, attempts, time.monotonic() - started, policy.timeout) from None
+    except aiohttp.ClientResponseError as exc:
+        # The aiohttp transport lets a reply that is not HTTP at all (another protocol on the
+        # port: SSH, a database, TLS) escape as its own error rather than an openai one.
+        first = excerpt(" ".join(str(exc.message or type(exc).__name__).split()))
+        raise EndpointError(
+            f"{target.where} does not speak HTTP ({first})",
+            "check the URL's port: it must be the OpenAI-compatible server's",
+        ) from None
     return result, attempts - 1

@@ -22,6 +22,7 @@ import numpy as np
 from rebase_cli.grading import answer_key
 from rebase_cli.reports.loading import RunData
 from rebase_cli.reports.selection import RULES, AnswerTable, select
+from rebase_cli.reports.statistics import StatsOptions, bootstrap_intervals
 
 DEFAULT_DRAWS = 10
 
@@ -70,10 +71,13 @@ def accuracy_row(
     *,
     draws: int = 1,
     subsampled: bool = False,
+    stats: StatsOptions = StatsOptions(),
 ) -> dict:
     """The report row for per-problem correctness arrays, summed over `draws` draws; `correct`
-    is the mean number of problems right per draw (an integer when there is one draw)."""
+    is the mean number of problems right per draw (an integer when there is one draw), and
+    `interval` the bootstrap interval of each accuracy (see `statistics`)."""
     row_correct = {rule: float(correct[rule].sum()) / draws for rule in RULES}
+    per_problem = {rule: np.asarray(correct[rule], dtype=float) / draws for rule in RULES}
     return {
         "budget": budget,
         "subsampled": subsampled,
@@ -81,6 +85,7 @@ def accuracy_row(
         "problems": problems,
         "correct": {r: (int(v) if draws == 1 else v) for r, v in row_correct.items()},
         "accuracy": {r: (v / problems if problems else None) for r, v in row_correct.items()},
+        "interval": bootstrap_intervals(per_problem, stats),
     }
 
 
@@ -94,7 +99,12 @@ def subsample_budgets(budget: int) -> list[int]:
 
 
 def subsampled_rows(
-    table: AnswerTable, n_problems: int, budgets: Sequence[int], seed: int, draws: int
+    table: AnswerTable,
+    n_problems: int,
+    budgets: Sequence[int],
+    seed: int,
+    draws: int,
+    stats: StatsOptions = StatsOptions(),
 ) -> list[dict]:
     """One accuracy row per budget, each the mean over `draws` seeded draws (module docstring)."""
     sums = {k: {rule: np.zeros(n_problems) for rule in RULES} for k in budgets}
@@ -110,7 +120,10 @@ def subsampled_rows(
             chosen = select(table.take(rank < k), n_problems)
             for rule in RULES:
                 sums[k][rule] += chosen[rule]
-    return [accuracy_row(sums[k], k, n_problems, draws=draws, subsampled=True) for k in budgets]
+    return [
+        accuracy_row(sums[k], k, n_problems, draws=draws, subsampled=True, stats=stats)
+        for k in budgets
+    ]
 
 
 def breakdown(

@@ -40,6 +40,8 @@ COMPUTE_AXES: dict[str, tuple[str, str]] = {
         "paper_compute_per_problem",
         "policy generated tokens per problem (the paper's compute)",
     ),
+    "tokens": ("tokens_per_problem", "tokens per problem (policy prompt + completion + reward)"),
+    "seconds": ("seconds_per_problem", "search time per problem (s)"),
 }
 
 # Model id patterns (lower case, "_" read as "-") → parameter count as published on the model

@@ -41,6 +41,14 @@ _NODES = (
     "(n.depth << 32) | (n.ordinal << 1) | (n.terminal != 0), n.answer "
     "FROM node AS n JOIN problem AS p ON p.id = n.problem_id WHERE p.run_id = ?"
 )
+# The same rows with each node's score taken from a score set (the root keeps its own 1.0).
+_NODES_SCORED = (
+    "SELECT n.id, coalesce(n.parent_id, -1), n.problem_id, "
+    "CASE WHEN n.depth = 0 THEN n.score ELSE s.score END, "
+    "(n.depth << 32) | (n.ordinal << 1) | (n.terminal != 0), n.answer "
+    "FROM node AS n JOIN problem AS p ON p.id = n.problem_id "
+    "LEFT JOIN node_score AS s ON s.node_id = n.id AND s.score_set_id = ? WHERE p.run_id = ?"
+)
 _NODE_DTYPE = np.dtype(
     [
         ("id", np.int64),
@@ -125,13 +133,17 @@ class RunData:
     allocations: list[AllocationDepth] = field(default_factory=list)
 
 
-def load_run_data(db: Database, run: Run) -> RunData:
-    """Everything a report needs about `run`, read in one read transaction."""
+def load_run_data(db: Database, run: Run, score_set_id: int | None = None) -> RunData:
+    """Everything a report needs about `run`, read in one read transaction; node scores from
+    the score set `score_set_id` when given (it must score every node below the roots)."""
     with db.read() as session:
         cursor = driver_cursor(session)
         try:
             problem_rows = cursor.execute(_PROBLEMS, (run.id,)).fetchall()
-            node_rows = cursor.execute(_NODES, (run.id,)).fetchall()
+            if score_set_id is None:
+                node_rows = cursor.execute(_NODES, (run.id,)).fetchall()
+            else:
+                node_rows = cursor.execute(_NODES_SCORED, (score_set_id, run.id)).fetchall()
             allocation_rows = cursor.execute(_ALLOCATIONS, (run.id,)).fetchall()
         finally:
             cursor.close()

@@ -55,7 +55,7 @@ def _plot(document: dict) -> str:
         return f'<p class="note">No plot: {escape(exc.one_line())}</p>'
     data = base64.b64encode(png).decode("ascii")
     return (
-        '<figure><img alt="accuracy vs inference FLOPs per problem" '
+        '<figure><img alt="accuracy vs compute per problem, one panel per selection rule" '
         f'src="data:image/png;base64,{data}"></figure>'
     )
 

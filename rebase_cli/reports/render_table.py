@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -11,10 +12,10 @@ from rich.text import Text
 from rebase_cli.reports.sections import RunView, TableView, run_views
 
 
-def renderables(document: dict) -> list[RenderableType]:
-    """Everything to print, run after run."""
+def renderables(document: dict, details: bool = True) -> list[RenderableType]:
+    """Everything to print: the comparison of several runs, then (with `details`) each run."""
     out: list[RenderableType] = []
-    for view in run_views(document):
+    for view in run_views(document, details):
         out.append(_run(view))
     return out
 
@@ -46,9 +47,26 @@ def _run(view: RunView) -> RenderableType:
 
 
 def _table(view: TableView) -> Table:
-    table = Table(title=view.title, title_justify="left", title_style="bold")
+    # No vertical rules and one space between columns, so that the widest table (per depth)
+    # fits 80 columns; a column is never narrower than the longest word of its header, so a
+    # squeezed table folds values rather than splitting `problems` into `proble/ms`.
+    table = Table(
+        title=view.title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
     for i, column in enumerate(view.columns):
-        table.add_column(column, justify="left" if i < view.left else "right", overflow="fold")
+        table.add_column(
+            column,
+            justify="left" if i < view.left else "right",
+            overflow="fold",
+            no_wrap=i == 0,
+            min_width=max((len(word) for word in column.split()), default=1),
+        )
     for row in view.rows:
-        table.add_row(*row)
+        # An interval goes under its accuracy: four rule columns then fit in 80 columns.
+        table.add_row(*(cell.replace("% [", "%\n[") for cell in row))
     return table

@@ -34,6 +34,15 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
+def with_interval(value: float | None, interval: list[float] | None) -> str:
+    """'52.5% [38–66]': an accuracy and its interval in whole percent."""
+    if value is None:
+        return "—"
+    if interval is None:
+        return percent(value)
+    return f"{percent(value)} [{100 * interval[0]:.0f}–{100 * interval[1]:.0f}]"
+
+
 def number(value: float | None, digits: int = 3) -> str:
     """Integers with separators, other values with `digits` significant figures."""
     if value is None:
@@ -47,8 +56,14 @@ def flops(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.3e}"
 
 
-def run_views(document: dict) -> list[RunView]:
-    return [run_view(report) for report in document["runs"]]
+def run_views(document: dict, details: bool = True) -> list[RunView]:
+    """The comparison block (several runs) followed by one block per run (when `details`, or
+    when there is a single run)."""
+    from rebase_cli.reports.comparison_view import summary_view
+
+    summary = summary_view(document)
+    runs = [run_view(report) for report in document["runs"]] if details or not summary else []
+    return [summary, *runs] if summary else runs
 
 
 def run_view(report: dict) -> RunView:
@@ -118,7 +133,13 @@ def _model_fact(entry: dict) -> str:
 def _accuracy_table(report: dict) -> TableView:
     rows = report["accuracy"]
     columns = ("rule", *(f"N={r['budget']}{'*' if r['subsampled'] else ''}" for r in rows))
-    body = [(RULE_LABELS[rule], *(percent(r["accuracy"][rule]) for r in rows)) for rule in RULES]
+    body = [
+        (
+            RULE_LABELS[rule],
+            *(with_interval(r["accuracy"][rule], r["interval"][rule]) for r in rows),
+        )
+        for rule in RULES
+    ]
     body.append(("FLOPs / problem", *(flops(r["flops_per_problem"]) for r in rows)))
     body.append(
         (
@@ -127,7 +148,7 @@ def _accuracy_table(report: dict) -> TableView:
         )
     )
     done = rows[-1]["problems"]
-    note = f"accuracy over {done} done problems"
+    note = f"accuracy over {done} done problems [95% bootstrap interval]"
     if any(r["subsampled"] for r in rows):
         note += "; * subsampled from the run's answers"
     return TableView("Accuracy", columns, tuple(body), note)

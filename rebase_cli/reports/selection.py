@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rebase_cli.errors import UsageError
+
 AGGREGATES = ("last", "min", "prod", "mean")
 RULES = (
     "majority",
@@ -48,7 +50,23 @@ SHORT_LABELS = {
     **{f"best_of_n_{a}": f"bo-{a}" for a in AGGREGATES},
     "pass_at_n": "pass@N",
 }
+# What a figure or comparison table shows unless `--rules` asks for others: the paper's
+# headline rule, the model-free baseline and best-of-N. pass@N is an oracle, shown apart.
+DEFAULT_RULES = ("weighted_last", "majority", "best_of_n_last")
+ORACLE_RULE = "pass_at_n"
 _DECIMALS = 12
+
+
+def parse_rules(text: str) -> tuple[str, ...]:
+    """'weighted_last,majority' → ('weighted_last', 'majority'); unknown names are refused."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in RULES]
+    if unknown or not names:
+        raise UsageError(
+            f"unknown selection rule {', '.join(unknown) or repr(text)}",
+            f"--rules takes a comma-separated list of: {', '.join(RULES)}",
+        )
+    return names
 
 
 @dataclass(frozen=True)

@@ -150,8 +150,16 @@ def normalise_keys(
     them all, each with the accepted key it most resembles."""
     out: dict[str, Any] = {}
     unknown: list[str] = []
+    given_as: dict[str, str] = {}
     for key, value in raw.items():
         name = REFERENCE_ALIASES.get(str(key), str(key))
+        if name in given_as:
+            # `budget: 4` with its alias `width: 8`: neither may win silently.
+            raise ConfigError(
+                f"{origin}: {given_as[name]!r} and {key!r} both set {name}",
+                "keep one of them",
+            )
+        given_as[name] = str(key)
         if name in IGNORED_KEYS:
             if notices is not None:
                 notices.append(f"{origin}: `{name}` is not used: {IGNORED_KEYS[name]}")
@@ -173,13 +181,37 @@ def normalise_keys(
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML's last-one-wins would
+    drop a value silently)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config_file(path: Path, notices: list[str] | None = None) -> dict[str, Any]:
     """The key/value pairs of a YAML config file, with reference names mapped (notices about
     keys that are accepted but not used are appended to `notices`)."""
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder, not a file", "name the YAML file in it")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "check the --config path")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", "save it as UTF-8") from None
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())
         raise ConfigError(f"{path} is not valid YAML ({first})", "fix the file") from None
@@ -194,6 +226,32 @@ def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig
     """Validate merged values into a SearchConfig (the profile's defaults and the model types
     applied first); errors name the key and the bad value."""
     values = apply_profile(values, origin)
+    for key, value in values.items():
+        # pydantic reads `budget: true` as 1; a yes/no where a number belongs is a mistake.
+        if isinstance(value, bool) and key in _NUMERIC_KEYS:
+            raise ConfigError(
+                f"{origin}: invalid {key}={value!r}: a number is needed, not true/false",
+                f"fix --{key.replace('_', '-')} or the config file",
+            )
+    config = _validated(values, origin)
+    if config.max_tokens < config.max_step_tokens:
+        raise ConfigError(
+            f"{origin}: max_tokens={config.max_tokens} is below "
+            f"max_step_tokens={config.max_step_tokens}, so a path's first step could use up its "
+            "whole token budget before it reaches an answer",
+            "raise --max-tokens or lower --max-step-tokens",
+        )
+    return config
+
+
+_NUMERIC_KEYS = frozenset(
+    name
+    for name, field in SearchConfig.model_fields.items()
+    if any(t in str(field.annotation) for t in ("int", "float"))
+)
+
+
+def _validated(values: dict[str, Any], origin: str) -> SearchConfig:
     try:
         return _check_combination(SearchConfig(**values), origin)
     except ValidationError as exc:

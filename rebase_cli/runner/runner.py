@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from rebase_cli.domain import ProblemStatus, RunStatus
 from rebase_cli.errors import ConfigError, EndpointError, RebaseError, RunLockedError
 from rebase_cli.runner.context import SearchContext
+from rebase_cli.runner.holder import holder_is_gone, lease_owner
 from rebase_cli.runner.problem_search import ProblemSearch
+from rebase_cli.runner.signals import finish_despite_cancel
 from rebase_cli.store import repository as repo
 from rebase_cli.store.models import ProblemRow
 
@@ -51,11 +51,6 @@ def lease_ttl() -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def lease_owner() -> str:
-    """An id for this process: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 @dataclass
 class RunOutcome:
     """What a search session did; `interrupted` is set when it was cancelled."""
@@ -74,27 +69,36 @@ class RunAborted(RebaseError):
     """The run stopped because endpoints kept failing (e.g. a server that stays down)."""
 
 
-async def execute_run(ctx: SearchContext) -> RunOutcome:
+async def execute_run(ctx: SearchContext, *, interrupted: bool = False) -> RunOutcome:
     """Search the run's unfinished problems and set the run's final status.
 
     The lease is taken before anything else: only its holder may reset problems that a killed
-    process left `running` and continue them from their last committed level."""
+    process left `running` and continue them from their last committed level. Once taken, a
+    cancellation at any point (even while it is being taken) ends in `_close_run`, so the run
+    is never left `running` under the lease of a process that carried on; `interrupted` says
+    the caller was already cancelled, and the run is then closed as interrupted at once."""
     owner = lease_owner()
     ttl = lease_ttl()
-    await asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, ttl)
+    acquire = asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, ttl, holder_is_gone)
+    interrupted = await finish_despite_cancel(acquire) or interrupted
     # Every write of the search checks the lease in its own transaction: a process that lost
     # the run while stalled can never commit a level over the new holder's.
     fenced = replace(ctx, db=repo.FencedDatabase(ctx.db, ctx.run_id, owner))
-    await asyncio.to_thread(repo.reset_unfinished, fenced.db, ctx.run_id)
-    problems = await asyncio.to_thread(
-        repo.problems_of_run, ctx.db, ctx.run_id, [ProblemStatus.PENDING.value]
-    )
-    ctx.events.started(problems)
-    outcome = RunOutcome(run_id=ctx.run_id, problems_total=len(problems))
+    outcome = RunOutcome(run_id=ctx.run_id, problems_total=0)
     started = time.monotonic()
-    search = asyncio.create_task(_search_all(fenced, problems, outcome))
-    heartbeat = asyncio.create_task(_heartbeat(ctx, owner, ttl))
+    search: asyncio.Task[None] | None = None
+    heartbeat: asyncio.Task[None] | None = None
     try:
+        if interrupted:
+            raise asyncio.CancelledError
+        await asyncio.to_thread(repo.reset_unfinished, fenced.db, ctx.run_id)
+        problems = await asyncio.to_thread(
+            repo.problems_of_run, ctx.db, ctx.run_id, [ProblemStatus.PENDING.value]
+        )
+        ctx.events.started(problems)
+        outcome.problems_total = len(problems)
+        search = asyncio.create_task(_search_all(fenced, problems, outcome))
+        heartbeat = asyncio.create_task(_heartbeat(ctx, owner, ttl))
         # Whichever ends first decides: the search finishing, or the lease being lost.
         await asyncio.wait([search, heartbeat], return_when=asyncio.FIRST_COMPLETED)
         if heartbeat.done():
@@ -104,15 +108,17 @@ async def execute_run(ctx: SearchContext) -> RunOutcome:
         search.result()
     except asyncio.CancelledError:
         outcome.interrupted = True
-        search.cancel()
-        await asyncio.gather(search, return_exceptions=True)
+        if search is not None:
+            search.cancel()
+            await asyncio.gather(search, return_exceptions=True)
     except Exception as exc:
         # A run-level error (a wrong template, a lost lease, endpoints that stay down) fails the
         # run; its committed levels stay and a resume continues from them.
         outcome.aborted = exc.one_line() if isinstance(exc, RebaseError) else repr(exc)
         raise
     finally:
-        heartbeat.cancel()
+        if heartbeat is not None:
+            heartbeat.cancel()
         outcome.wall_seconds = time.monotonic() - started
         status = _final_status(ctx, outcome)
         await asyncio.to_thread(_close_run, ctx, owner, status, outcome.wall_seconds)

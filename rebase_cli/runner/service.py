@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rebase_cli.clients.path_reward import PathScorer
 from rebase_cli.clients.policy import PolicyClient
@@ -16,13 +16,21 @@ from rebase_cli.clients.retry import RetryPolicy
 from rebase_cli.clients.reward import HttpReward, make_reward_client
 from rebase_cli.datasets import load_dataset
 from rebase_cli.domain import Dataset
-from rebase_cli.errors import ConfigError, UsageError
+from rebase_cli.errors import ConfigError, RunLockedError, UsageError
 from rebase_cli.prompts import load_template
 from rebase_cli.runner import reproducibility
 from rebase_cli.runner.config import SearchConfig, build_config, load_config_file
 from rebase_cli.runner.context import DelimiterMonitor, SearchContext, SearchEvents
+from rebase_cli.runner.holder import refuse_if_searched
 from rebase_cli.runner.runner import RunOutcome, execute_run, lease_ttl
-from rebase_cli.runner.setup import Endpoints, PreparedRun, RunRequest, prepare_run
+from rebase_cli.runner.setup import (
+    Endpoints,
+    PreparedRun,
+    RunRequest,
+    prepare_run,
+    run_to_continue,
+)
+from rebase_cli.runner.signals import finish_despite_cancel
 from rebase_cli.search import get_strategy, make_params
 from rebase_cli.search.base import Strategy
 from rebase_cli.serving.registry import healthy_server
@@ -30,6 +38,7 @@ from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.flavours import DEFAULT_FLAVOUR, FLAVOURS
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
+from rebase_cli.store.models import Run
 from rebase_cli.url_lists import split_urls
 
 SIM = "sim"
@@ -77,6 +86,28 @@ class EndpointRequest:
 
     def is_sim(self, given: str | None) -> bool:
         return given is not None and (given == SIM or given.startswith(SIM_PREFIX))
+
+    def remembered_by(self, run: Run) -> EndpointRequest:
+        """This request with each role the user did not give taken from how `run` reached it
+        (`sim`, or its URL and model); keys are never stored, so they still come from the
+        options or their environment variables."""
+        policy, reward = self.policy, self.reward
+        policy_model, reward_model = self.policy_model, self.reward_model
+        if policy is None and run.policy_url:
+            policy = run.policy_url
+            if policy != SIM:
+                policy_model = policy_model or run.policy_model
+        if reward is None and run.reward_url:
+            reward = run.reward_url
+            if reward != SIM:
+                reward_model = reward_model or run.reward_model
+        return replace(
+            self,
+            policy=policy,
+            reward=reward,
+            policy_model=policy_model,
+            reward_model=reward_model,
+        )
 
 
 def _endpoint(
@@ -173,10 +204,11 @@ async def connected_clients(
             prm=load_template(config.template).prm,
         )
         stack.push_async_callback(reward.aclose)
+        # The in-process simulator's URL dies with this process: the run remembers `sim`.
         endpoints = Endpoints(
-            policy_url=policy_url,
+            policy_url=SIM if request.policy == SIM else policy_url,
             policy_model=await policy.model_id(),
-            reward_url=reward_url,
+            reward_url=SIM if request.reward == SIM else reward_url,
             reward_model=await reward.model_id() or reward_model or "unknown",
         )
         # GET /v1/models answers on any OpenAI-compatible server, so a reward URL that points
@@ -253,12 +285,26 @@ async def run_search(
     # Read (and check) the dataset before any server is contacted: a bad file is reported at
     # once, not after waiting --server-wait seconds for a server.
     dataset = await asyncio.to_thread(load_dataset, spec, fields=run_request.fields)
+    # Which run is continued is settled before any server is contacted or anything written: a
+    # finished run is reported (RunAlreadyDone), a live holder refuses the resume, and the run's
+    # own endpoints are used for the roles not given.
+    existing = await asyncio.to_thread(run_to_continue, db, run_request, dataset)
+    if existing is not None:
+        assert existing.id is not None
+        await asyncio.to_thread(refuse_if_searched, db, existing.id, "resume")
+        endpoint_request = endpoint_request.remembered_by(existing)
     async with connected_clients(db, endpoint_request, config, dataset) as (
         policy,
         reward,
         endpoints,
     ):
-        prepared = await asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset)
+        # Preparing writes (a new run, its problems) in a thread that runs on when cancelled;
+        # a signal that lands meanwhile closes the run as interrupted rather than leaving it.
+        preparing = asyncio.ensure_future(
+            asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset)
+        )
+        cancelled = await finish_despite_cancel(preparing)
+        prepared = preparing.result()
         stored = prepared.run.capabilities_json
         previous = json.loads(stored) if stored else None
 
@@ -286,11 +332,17 @@ async def run_search(
             monitor=DelimiterMonitor(),
             path_scorer=path_scorer_for(prepared.config, reward),
         )
+        held = True
         try:
-            outcome = await execute_run(ctx)
+            outcome = await execute_run(ctx, interrupted=cancelled)
+        except RunLockedError:
+            held = False  # the run belongs to another process: nothing more is written
+            raise
         finally:
             # What the policy server supports (n > 1, matched_stop, usage, its sampling plan),
-            # what the path scorer saw, and each server's figures go into the run.
-            extra = ctx.path_scorer.capabilities if ctx.path_scorer is not None else None
-            await asyncio.to_thread(record_capabilities, extra)
+            # what the path scorer saw, and each server's figures go into the run, unless the
+            # run turned out to belong to another process.
+            if held:
+                extra = ctx.path_scorer.capabilities if ctx.path_scorer is not None else None
+                await asyncio.to_thread(record_capabilities, extra)
         return prepared, outcome

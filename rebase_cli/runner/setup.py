@@ -20,6 +20,7 @@ from rebase_cli.runner.config import (
 )
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
+from rebase_cli.store.groups import find_group_run
 from rebase_cli.store.models import Run
 
 
@@ -48,6 +49,19 @@ class RunRequest:
     resume: bool = False
     run_ref: str | None = None
     name: str | None = None
+    group: str | None = None  # a sweep's group: its run with this config is continued
+
+
+class RunAlreadyDone(Exception):
+    """The run a request would continue has finished and the request adds no problems to it.
+
+    Not an error: the CLI says so and points at the report instead of starting a duplicate."""
+
+    def __init__(self, run: Run, problems: int, by_resume: bool) -> None:
+        super().__init__(f"run-{run.id} is already done")
+        self.run = run
+        self.problems = problems
+        self.by_resume = by_resume
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,24 @@ class PreparedRun:
     dataset: Dataset
     resumed: bool
     note: str
+
+
+def check_run_name(name: str | None) -> None:
+    """A run name must be reachable by name: not empty, not `latest`, not a run id (`run-42`
+    or `42`, which `--run` and `rebase report` read as ids), no surrounding spaces."""
+    if name is None:
+        return
+    if not name.strip():
+        raise ConfigError(
+            "--name is empty", "give a name such as --name gsm8k-n16, or leave it out"
+        )
+    if name != name.strip():
+        raise ConfigError(f"--name {name!r} has surrounding spaces", "drop them")
+    if name == "latest" or repo.looks_like_run_id(name):
+        raise ConfigError(
+            f"--name {name!r} would be read as a run id, not as a name",
+            "choose a name with a letter in it that is not `latest`, e.g. --name gsm8k-n16",
+        )
 
 
 def prepare_run(
@@ -75,6 +107,53 @@ def prepare_run(
         problems = problems[: prepared.config.limit]
     repo.add_problems(db, prepared.run.id, problems)
     return prepared
+
+
+def run_to_continue(db: Database, request: RunRequest, dataset: Dataset) -> Run | None:
+    """The existing run this request continues, found without writing anything: the run of
+    `--run`, or with `--resume` the newest unfinished run with this config's fingerprint.
+
+    Raises RunAlreadyDone when that run (or, with `--resume`, the newest finished run with the
+    fingerprint when none is unfinished) is done and the request's `--limit` adds no problems."""
+    check_run_name(request.name)
+    file_values = load_config_file(request.config_file) if request.config_file else {}
+    if request.run_ref is not None:
+        # A config that differs from the run's is refused first: it is an error either way.
+        run = _resume_named(db, request, file_values, dataset).run
+        _refuse_if_done(db, run, request, file_values, dataset, by_resume=False)
+        return run
+    if not request.resume:
+        return None
+    config = build_config({**file_values, **request.overrides})
+    digest = fingerprint(config, dataset.sha256, load_template(config.template).digest())
+    match = repo.find_resumable(db, digest)
+    if match is not None:
+        return match
+    finished = repo.find_finished(db, digest)
+    if finished is not None:
+        _refuse_if_done(db, finished, request, file_values, dataset, by_resume=True)
+        return finished
+    return None
+
+
+def _refuse_if_done(
+    db: Database,
+    run: Run,
+    request: RunRequest,
+    file_values: dict,
+    dataset: Dataset,
+    *,
+    by_resume: bool,
+) -> None:
+    if run.status != "done":
+        return
+    limit = request.overrides.get("limit", file_values.get("limit"))
+    if limit is None:
+        limit = SearchConfig.model_validate_json(run.config_json).limit
+    wanted = len(dataset.problems[:limit]) if limit is not None else len(dataset.problems)
+    have = repo.run_totals(db, run.id)["problems"]
+    if wanted <= have:
+        raise RunAlreadyDone(run, have, by_resume)
 
 
 def _resume_named(
@@ -117,8 +196,17 @@ def _new_or_matching(
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
     config = build_config({**file_values, **request.overrides})
     digest = fingerprint(config, dataset.sha256, load_template(config.template).digest())
+    if request.group is not None:
+        member = find_group_run(db, request.group, digest)
+        if member is not None:
+            note = (
+                f"run-{member.id} of group {request.group} is already done"
+                if member.status == "done"
+                else f"resuming run-{member.id} of group {request.group} ({member.status})"
+            )
+            return PreparedRun(member, config, dataset, True, note)
     if request.resume:
-        match = repo.find_resumable(db, digest)
+        match = repo.find_resumable(db, digest) or repo.find_finished(db, digest)
         if match is not None:
             if "limit" not in request.overrides and "limit" not in file_values:
                 stored = SearchConfig(**json.loads(match.config_json))
@@ -142,6 +230,7 @@ def _new_or_matching(
             reward_protocol=config.reward_protocol,
             simulated=endpoints.simulated,
             seed=config.seed,
+            group_name=request.group,
         ),
     )
     note = f"started run-{run.id}"

@@ -31,6 +31,9 @@ class Database:
         path = Path(path)
         if path.exists() and path.is_dir():
             raise StoreError(f"{path} is a folder, not a database file", "pass a file with --db")
+        if path.exists() and not path.is_file():
+            # /dev/null, a FIFO: SQLite fails with a bare "disk I/O error" on these.
+            raise StoreError(f"{path} is not a regular file", "pass a database file with --db")
         if not path.parent.exists():
             raise StoreError(
                 f"folder {path.parent} does not exist", "create it or pass another --db"

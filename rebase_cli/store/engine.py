@@ -65,6 +65,12 @@ def describe_sqlite_error(path: Path, exc: BaseException) -> StoreError:
             f"{path} is read-only (SQLite says: {text})",
             "make the file and its folder writable, or pass another file with --db",
         )
+    if "disk is full" in text or "No space left" in text:
+        return StoreError(
+            f"database {path}: the disk is full (SQLite says: {text})",
+            "free space on that disk, then resume: committed levels are kept "
+            "(`rebase runs` lists the run to resume with --run)",
+        )
     if "unable to open" in text:
         return StoreError(
             f"cannot open database {path} (SQLite says: {text})",

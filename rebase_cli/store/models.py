@@ -41,6 +41,19 @@ class Run(SQLModel, table=True):
     wall_seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    group_name: str | None = Field(default=None, index=True)
+
+
+class RunGroup(SQLModel, table=True):
+    """A sweep: several runs started by one `rebase search`, and the plan that makes them
+    (`spec_json`, see runner/sweep.py), so the sweep can be finished after a crash."""
+
+    __tablename__ = "run_group"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    spec_json: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class ProblemRow(SQLModel, table=True):
@@ -151,3 +164,31 @@ class GradeRow(SQLModel, table=True):
     answer: str = Field(sa_column=Column(Text, nullable=False))
     correct: bool
     reason: str | None = None
+
+
+class ScoreSet(SQLModel, table=True):
+    """Step scores of a run's nodes from another PRM (`rebase rescore`), under a name.
+    `status`: running until every node is scored, then done; failed with `error`."""
+
+    __tablename__ = "score_set"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", ondelete="CASCADE")
+    name: str
+    reward_url: str
+    reward_model: str | None = None
+    reward_protocol: str
+    status: str = "running"
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class NodeScore(SQLModel, table=True):
+    """The score of one node in one score set."""
+
+    __tablename__ = "node_score"
+
+    score_set_id: int = Field(foreign_key="score_set.id", ondelete="CASCADE", primary_key=True)
+    node_id: int = Field(foreign_key="node.id", ondelete="CASCADE", primary_key=True)
+    score: float

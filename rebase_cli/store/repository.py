@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, func, update
@@ -36,6 +37,11 @@ def create_run(db: Database, run: Run) -> Run:
         session.flush()
         session.refresh(run)
         return run
+
+
+def looks_like_run_id(ref: str) -> bool:
+    """`run-42` or `42`: what `resolve_run` reads as an id first."""
+    return _RUN_REF.match(ref.strip()) is not None
 
 
 def resolve_run(db: Database, ref: str) -> Run:
@@ -92,6 +98,16 @@ def find_resumable(db: Database, fingerprint: str) -> Run | None:
         ).first()
 
 
+def find_finished(db: Database, fingerprint: str) -> Run | None:
+    """The newest run with this fingerprint that is done."""
+    with db.read() as session:
+        return session.exec(
+            select(Run)
+            .where(Run.fingerprint == fingerprint, Run.status == RunStatus.DONE.value)
+            .order_by(col(Run.id).desc())
+        ).first()
+
+
 def set_run_status(db: Database, run_id: int, status: RunStatus, *, wall_seconds: float = 0.0):
     """Set a run's status and add `wall_seconds` to its wall time."""
     with db.write() as session:
@@ -127,11 +143,49 @@ def delete_run(db: Database, run_id: int) -> None:
 # ---------------------------------------------------------------------------------- lease
 
 
-def acquire_lease(db: Database, run_id: int, owner: str, ttl: timedelta) -> None:
+@dataclass(frozen=True)
+class Lease:
+    """An unexpired lease on a run."""
+
+    owner: str
+    seconds_left: int
+
+
+def lease_held_error(run_id: int, lease: Lease, doing: str | None = None) -> RunLockedError:
+    """The refusal when another process holds the run's lease; `doing` (e.g. "delete") names
+    what was refused."""
+    prefix = f"cannot {doing}: " if doing else ""
+    return RunLockedError(
+        f"{prefix}run-{run_id} is being searched by another process ({lease.owner})",
+        "wait for it to finish or stop it (Ctrl-C, or `kill PID` where it runs); if it was "
+        f"killed on another host, retry in {lease.seconds_left}s when its lease expires",
+    )
+
+
+def live_lease(db: Database, run_id: int) -> Lease | None:
+    """The run's lease if one is held and has not expired (None for a missing run)."""
+    now = utcnow()
+    with db.read() as session:
+        run = session.get(Run, run_id)
+    if run is None or run.lease_owner is None or run.lease_expires_at is None:
+        return None
+    if run.lease_expires_at <= now:
+        return None
+    return Lease(run.lease_owner, int((run.lease_expires_at - now).total_seconds()) + 1)
+
+
+def acquire_lease(
+    db: Database,
+    run_id: int,
+    owner: str,
+    ttl: timedelta,
+    holder_is_gone: Callable[[str], bool] = lambda holder: False,
+) -> None:
     """Take the run's lease unless another owner holds one that has not expired.
 
     A process that dies leaves its lease behind; it expires `ttl` after the last heartbeat and is
-    then taken over."""
+    then taken over, or at once when `holder_is_gone(holder)` knows the holder no longer exists.
+    A refusal changes nothing."""
     now = utcnow()
     with db.write() as session:
         run = session.get(Run, run_id)
@@ -140,13 +194,9 @@ def acquire_lease(db: Database, run_id: int, owner: str, ttl: timedelta) -> None
         held = run.lease_owner not in (None, owner) and (
             run.lease_expires_at is not None and run.lease_expires_at > now
         )
-        if held:
+        if held and not holder_is_gone(run.lease_owner or ""):
             left = int((run.lease_expires_at - now).total_seconds()) + 1
-            raise RunLockedError(
-                f"run-{run_id} is being searched by another process ({run.lease_owner})",
-                f"wait for it to finish, or if it was killed retry in {left}s when its lease "
-                "expires",
-            )
+            raise lease_held_error(run_id, Lease(run.lease_owner or "", left))
         run.lease_owner = owner
         run.lease_expires_at = now + ttl
         run.status = RunStatus.RUNNING.value
