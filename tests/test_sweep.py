@@ -193,4 +193,4 @@ def test_group_names_one_plan(tmp_path: Path) -> None:
     )  # fmt: skip
     assert other.exit_code == 1
     assert "group 'g' was started with another sweep" in other.stderr
-    assert "rebase search --group g" in other.stderr
+    assert f"rebase --db {db} search --group g" in other.stderr
