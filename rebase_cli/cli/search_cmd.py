@@ -188,12 +188,12 @@ def search(
         ),
     ] = None,
     policy: Annotated[
-        str | None,
+        list[str] | None,
         Opt(
             panel=ENDPOINTS,
             help="Policy URL, `sim`, or `sim:FLAVOUR` (sglang, sglang-deterministic, vllm, "
-            "openai). [default: the run's own when resuming, else the server "
-            "`rebase serve policy` registered]",
+            "openai); several servers: repeat it or separate with commas. [default: the run's "
+            "own when resuming, else the server `rebase serve policy` registered]",
         ),
     ] = None,
     policy_server: Annotated[
@@ -205,11 +205,12 @@ def search(
         ),
     ] = None,
     reward: Annotated[
-        str | None,
+        list[str] | None,
         Opt(
             panel=ENDPOINTS,
-            help="Reward URL, or `sim`. [default: the run's own when resuming, else the "
-            "server `rebase serve reward` registered]",
+            help="Reward URL, or `sim`; several servers: repeat it or separate with commas "
+            "(each problem stays on one; a dead one's problems move). [default: the run's "
+            "own when resuming, else the server `rebase serve reward` registered]",
         ),
     ] = None,
     reward_protocol: Annotated[
@@ -277,6 +278,9 @@ def search(
     Ctrl-C, SIGTERM and SIGHUP stop it cleanly; the command it prints resumes it."""
     if resume and run is not None:
         raise UsageError("--resume and --run cannot be combined", "use one of them")
+    # Several URLs of a role travel as one comma-separated value (the clients split it).
+    policy_urls = ",".join(policy) if policy else None
+    reward_urls = ",".join(reward) if reward else None
     budgets = parse_list(budget, "--budget", int) if budget is not None else [None]
     methods = parse_list(method, "--method") if method is not None else [None]
     explicit: dict[str, Any] = {
@@ -312,8 +316,8 @@ def search(
     from rebase_cli.runner.service import EndpointRequest
 
     endpoints = EndpointRequest(
-        policy=policy,
-        reward=reward,
+        policy=policy_urls,
+        reward=reward_urls,
         policy_api_key=policy_api_key,
         reward_api_key=reward_api_key,
         policy_model=policy_model,
@@ -341,8 +345,8 @@ def search(
                 config_file=str(config) if config else None,
                 question_field=question_field,
                 answer_field=answer_field,
-                policy=policy,
-                reward=reward,
+                policy=policy_urls,
+                reward=reward_urls,
                 policy_model=policy_model,
                 reward_model=reward_model,
             )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from rebase_cli.cli.search_progress import ProgressEvents
+from rebase_cli.reports.servers import server_rows
 from rebase_cli.runner import reproducibility
 from rebase_cli.runner.setup import PreparedRun, RunRequest
 from rebase_cli.store import repository as repo
@@ -79,9 +80,13 @@ def execute_search(
         return None, None, {}, received
     prepared, outcome = result
     totals = repo.run_totals(db, prepared.run.id)
-    facts = reproducibility.read(repo.resolve_run(db, f"run-{prepared.run.id}").capabilities_json)
+    stored = repo.resolve_run(db, f"run-{prepared.run.id}")
+    facts = reproducibility.read(stored.capabilities_json)
     summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
                "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict()}  # fmt: skip
+    servers = server_rows(stored)
+    if servers:
+        summary["servers"] = servers
     out.print(
         f"run-{prepared.run.id}: {totals['done']}/{totals['problems']} problems done, "
         f"{totals['failed']} failed, {totals['nodes']:,} nodes, "
@@ -89,6 +94,13 @@ def execute_search(
         f"tokens, {totals['reward_tokens']:,} reward tokens in {outcome.wall_seconds:.1f}s"
     )
     out.print(f"reproducible: {facts.line}", highlight=False)
+    for row in servers:
+        out.print(
+            f"  {row['role']} server {row['url']}: {row['requests']:,} requests, "
+            f"{row['failed_attempts']} failed attempts, {row['tokens']:,} tokens, "
+            f"{row['outages']} outages, {row['problems_moved_away']} problems moved away",
+            highlight=False,
+        )
     for index, error in outcome.failures[:10]:
         out.print(f"  [red]problem {index} failed[/]: {error}")
     return prepared, outcome, summary, received

@@ -17,10 +17,12 @@ from rebase_cli.cli.common import (
     with_db,
 )
 from rebase_cli.errors import NotFoundError, ServeError, UsageError
-from rebase_cli.serving import registry, service
+from rebase_cli.serving import registry, router, service
 from rebase_cli.serving.health import StartupError
-from rebase_cli.serving.launchers import EngineName, Role, ServeSpec
+from rebase_cli.serving.launchers import EngineName, Launcher, Role, ServeSpec, get_launcher
 from rebase_cli.serving.logs import LogFollower, follow, tail_lines
+from rebase_cli.store import servers
+from rebase_cli.url_lists import split_urls
 
 app = typer.Typer(help="Launch and manage policy and reward servers.", no_args_is_help=True)
 
@@ -119,6 +121,25 @@ def _role_command(role: Role):
                 show_default=False,
             ),
         ] = None,
+        replicas: Annotated[
+            int | None,
+            typer.Option(
+                help="Start K servers behind the SGLang router (cache-aware routing), "
+                "registered as one policy server.",
+                hidden=role != "policy",
+                show_default=False,
+            ),
+        ] = None,
+        worker_urls: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--worker-urls",
+                help="Servers already running (other nodes) to put behind the router too; "
+                "repeat it or separate with commas.",
+                hidden=role != "policy",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         spec = ServeSpec(
             role=role,
@@ -136,7 +157,14 @@ def _role_command(role: Role):
             deterministic=True if deterministic else None,
             extra_args=tuple(extra or ()),
         )
-        _serve(spec, detach=detach, timeout=timeout)
+        launcher = None
+        if replicas is not None or worker_urls:
+            launcher = router.GroupLauncher(
+                get_launcher(engine.value) if replicas else None,
+                replicas or 0,
+                split_urls(worker_urls or []),
+            )
+        _serve(spec, detach=detach, timeout=timeout, launcher=launcher)
 
     command.__doc__ = (
         f"Start a {role} server and wait until it is ready.\n\n"
@@ -150,12 +178,14 @@ app.command("policy")(_role_command("policy"))
 app.command("reward")(_role_command("reward"))
 
 
-def _serve(spec: ServeSpec, *, detach: bool, timeout: float | None) -> None:
+def _serve(
+    spec: ServeSpec, *, detach: bool, timeout: float | None, launcher: Launcher | None = None
+) -> None:
     if timeout is not None and timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
     db = open_db()
     log_dir = service.log_dir_for(db_path())
-    what = f"{spec.role} server ({spec.engine})"
+    what = f"{spec.role} server ({launcher.name if launcher else spec.engine})"
     try:
         with service.sigterm_as_interrupt():
             if detach:
@@ -165,13 +195,20 @@ def _serve(spec: ServeSpec, *, detach: bool, timeout: float | None) -> None:
                         status.update(f"starting {what}: {phase} ({elapsed:.0f} s)")
 
                     started = service.start_server(
-                        db, spec, log_dir=log_dir, timeout=timeout, on_progress=progress
+                        db,
+                        spec,
+                        log_dir=log_dir,
+                        timeout=timeout,
+                        on_progress=progress,
+                        launcher=launcher,
                     )
+                _settle_router(db, started, launcher)
                 _ready_line(started, detached=True)
                 return
             started = service.start_server(
-                db, spec, log_dir=log_dir, timeout=timeout, on_log=_write_log
+                db, spec, log_dir=log_dir, timeout=timeout, on_log=_write_log, launcher=launcher
             )
+            _settle_router(db, started, launcher)
             _ready_line(started, detached=False)
             code = service.supervise(db, started, write=_write_log)
     except StartupError as exc:
@@ -186,6 +223,22 @@ def _serve(spec: ServeSpec, *, detach: bool, timeout: float | None) -> None:
         err_console.print(f"stopped {what}", highlight=False)
         raise typer.Exit(130) from None
     raise ServeError(f"{what} exited with code {code}", "see its log above")
+
+
+def _settle_router(db, started: service.StartedServer, launcher: Launcher | None) -> None:  # type: ignore[no-untyped-def]
+    """A router group is ready once the router routes to all its workers: record their model."""
+    if not isinstance(launcher, router.GroupLauncher):
+        return
+    model = router.settle(started.url, launcher.replicas + len(launcher.worker_urls))
+    if model is None:
+        err_console.print(
+            "[yellow]warning[/]: the router did not list every worker as healthy within 60 s; "
+            "see `rebase serve status` and `rebase serve logs policy`",
+            highlight=False,
+        )
+        return
+    if model != started.row.model:
+        started.row = servers.update_server(db, started.row.id or 0, model=model)
 
 
 def _write_log(text: str) -> None:
@@ -212,10 +265,23 @@ def _ready_line(started: service.StartedServer, *, detached: bool) -> None:
 @app.command("status")
 def status_cmd(json_output: JsonFlag = False) -> None:
     """Show the servers started by rebase: alive (the recorded process runs) and healthy
-    (/health answers 200)."""
+    (/health answers 200); for a router, its workers as the router sees them."""
     states = registry.server_states(open_db())
+    workers = {
+        state.row.id: router.router_workers(state.row.url)
+        for state in states
+        if state.healthy and state.row.engine.endswith(router.ENGINE_SUFFIX)
+    }
     if json_output:
-        print_json([state.as_dict() for state in states])
+        print_json(
+            [
+                {
+                    **state.as_dict(),
+                    **({"workers": workers[state.row.id]} if state.row.id in workers else {}),
+                }
+                for state in states
+            ]
+        )
         return
     if not states:
         console.print(
@@ -239,10 +305,19 @@ def status_cmd(json_output: JsonFlag = False) -> None:
             row.url,
             str(row.pid),
             "[green]yes[/]" if state.alive else "[red]dead[/]",
-            "[green]yes[/]" if state.healthy else "[red]no[/]",
+            ("[green]yes[/]" if state.healthy else "[red]no[/]")
+            + _workers_text(workers.get(row.id)),
             registry.uptime_text(state.uptime_seconds),
         )
     console.print(table)
+
+
+def _workers_text(workers: list[dict] | None) -> str:
+    if workers is None:
+        return ""
+    healthy = sum(1 for w in workers if w["healthy"])
+    colour = "green" if healthy == len(workers) else "yellow"
+    return f" [{colour}]({healthy}/{len(workers)} workers)[/]"
 
 
 @app.command("stop")

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rebase_cli.clients.pool import make_endpoint
 from rebase_cli.clients.retry import MalformedResponse, RetryPolicy
 from rebase_cli.clients.sampling_plan import GENERATE, SamplingPlan, plan_for
 from rebase_cli.clients.server_kind import SERVER_KINDS, ServerKind, identify
-from rebase_cli.clients.transport import Endpoint, parse_json
+from rebase_cli.clients.transport import parse_json
 from rebase_cli.domain import Completion, StepBatch
 
 COMPLETIONS = "/v1/completions"
@@ -189,7 +190,7 @@ class PolicyClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         model: str | None = None,
         api_key: str | None = None,
@@ -203,7 +204,7 @@ class PolicyClient:
             raise ValueError("max_n must be >= 1")
         if server is not None and server not in SERVER_KINDS:
             raise ValueError(f"server must be one of {SERVER_KINDS}")
-        self.endpoint = Endpoint(
+        self.endpoint = make_endpoint(
             "policy",
             base_url,
             api_key=api_key,
@@ -246,7 +247,9 @@ class PolicyClient:
             if self._plan is None:
                 if self._kind is None:
                     self._kind = await identify(self.endpoint)
-                self._plan = plan_for(self._kind.kind, self.max_n)
+                self._plan = plan_for(
+                    self._kind.kind, self.max_n, native_batch=not self._kind.behind_router
+                )
                 facts = self._plan.describe()
                 if not self._kind.detected:
                     facts["reproducible_why"] += " (server kind given by the user, not asked)"
@@ -390,7 +393,10 @@ class PolicyClient:
 
         stop = params.get("stop") or ()
         return await self.endpoint.call(
-            COMPLETIONS, send, lambda text: parse_reply(parse_json(text), n, text, stop)
+            COMPLETIONS,
+            send,
+            lambda text: parse_reply(parse_json(text), n, text, stop),
+            tokens=lambda reply: reply.prompt_tokens + reply.completion_tokens,
         )
 
     def _observe(self, reply: Reply) -> None:

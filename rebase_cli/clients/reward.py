@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from rebase_cli.clients import prm_text
+from rebase_cli.clients.pool import make_endpoint
 from rebase_cli.clients.retry import MalformedResponse, RetryPolicy
-from rebase_cli.clients.transport import Endpoint
 from rebase_cli.domain import ScoreBatch
 from rebase_cli.errors import ConfigError
 from rebase_cli.prompts import PrmFormat
@@ -69,6 +69,11 @@ def _prompt_tokens(container: Any) -> int:
     return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
 
 
+def _reply_tokens(parsed: Any) -> int:
+    """The tokens of a parsed reply: every adapter's parse returns (scores, tokens)."""
+    return parsed[1]
+
+
 def _other_protocols(protocol: str) -> str:
     return "|".join(p for p in REWARD_PROTOCOLS if p != protocol)
 
@@ -81,7 +86,7 @@ class HttpReward:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         prm: PrmFormat | None = None,
         model: str | None = None,
@@ -90,7 +95,7 @@ class HttpReward:
         retry: RetryPolicy | None = None,
         max_in_flight: int = 64,
     ) -> None:
-        self.endpoint = Endpoint(
+        self.endpoint = make_endpoint(
             "reward",
             base_url,
             api_key=api_key,
@@ -118,7 +123,7 @@ class HttpReward:
     async def post(self, body: dict[str, Any], parse: Callable[[Any, str], Any]):
         """POST `body` to this adapter's path; `parse(data, body_text)` validates the reply."""
         return await self.endpoint.post_json(
-            self.path, body, parse, not_found_hint=self.not_found_hint
+            self.path, body, parse, not_found_hint=self.not_found_hint, tokens=_reply_tokens
         )
 
     async def aclose(self) -> None:
@@ -268,7 +273,7 @@ _ADAPTERS: dict[str, type[HttpReward]] = {
 
 def make_reward_client(
     protocol: str,
-    base_url: str,
+    base_url: str | Sequence[str],
     *,
     prm: PrmFormat | None = None,
     model: str | None = None,

@@ -8,7 +8,8 @@ always meant to be drawn with seed + i:
 |----------------------|--------------------------|------------------|--------------|
 | vllm                 | 1 (`n`)                  | seed (vLLM: + i) | yes          |
 | sglang-deterministic | 1 (`/generate` batch)    | seed + i each    | yes          |
-|                      | or n (n=1, if asked)     | seed + i each    | yes          |
+|                      | or n (n=1, if asked, or  | seed + i each    | yes          |
+|                      | behind the SGLang router)|                  |              |
 | sglang               | 1 (`n`)                  | none (ignored)   | no           |
 | openai               | 1, else n (n=1)          | seed + i         | unknown: no  |
 
@@ -56,10 +57,13 @@ class SamplingPlan:
         return f"/v1/completions, {per}, {seed}"
 
 
-def plan_for(server: str, samples_per_request: int | None = None) -> SamplingPlan:
+def plan_for(
+    server: str, samples_per_request: int | None = None, *, native_batch: bool = True
+) -> SamplingPlan:
     """The plan for a server kind (see the table above). `samples_per_request` (the config's
     cap on n per request) is honoured where the plan sends n; 1 on deterministic SGLang picks
-    n=1 requests over the native batch."""
+    n=1 requests over the native batch, and so does `native_batch=False` (the SGLang router
+    answers a /generate batch, a list of texts, with HTTP 422)."""
     if server == "vllm":
         return SamplingPlan(
             server,
@@ -75,7 +79,7 @@ def plan_for(server: str, samples_per_request: int | None = None) -> SamplingPla
             "SGLang with --enable-deterministic-inference applies the seed; "
             "each child is asked with its own seed"
         )
-        if samples_per_request == 1:
+        if samples_per_request == 1 or not native_batch:
             return SamplingPlan(server, COMPLETIONS, True, 1, True, True, why)
         return SamplingPlan(server, GENERATE, True, None, True, True, why)
     if server == "sglang":

@@ -5,6 +5,10 @@
 - vLLM serves `GET /version`: `vllm`.
 - Anything else is a plain OpenAI-compatible server: `openai`.
 
+- The SGLang router (sglang-router) serves none of these; its `GET /get_server_info` says
+  `router_manager` and its `GET /workers` lists the servers behind it: the first of them is
+  asked instead (a router fronts servers of one kind).
+
 A route the server does not have answers 404 (or 405); that is an answer, not an error.
 """
 
@@ -15,7 +19,7 @@ from typing import Any
 
 import openai
 
-from rebase_cli.clients.transport import Endpoint, parse_json
+from rebase_cli.clients.transport import Caller, parse_json
 
 SERVER_KINDS = ("sglang", "sglang-deterministic", "vllm", "openai")
 ABSENT = "null"  # the body standing for "route not served"
@@ -28,6 +32,7 @@ class ServerKind:
     kind: str
     version: str | None = None
     detected: bool = True
+    behind_router: bool = False  # reached through the SGLang router (no /generate batches)
 
 
 def kind_from_server_info(info: Any) -> str | None:
@@ -37,12 +42,14 @@ def kind_from_server_info(info: Any) -> str | None:
     return "sglang-deterministic" if info.get("enable_deterministic_inference") else "sglang"
 
 
-async def _get(endpoint: Endpoint, path: str) -> Any:
-    """The JSON of GET `path`, or None when the server does not serve it."""
+async def _get(endpoint: Caller, path: str, base: str | None = None) -> Any:
+    """The JSON of GET `path` (at `base`, default the endpoint's server), or None when the
+    server does not serve it."""
 
     async def send() -> str:
+        server = endpoint.current()  # one server of a pool
         try:
-            return await endpoint.client.get(endpoint.url + path, cast_to=str)
+            return await server.client.get((base or server.url) + path, cast_to=str)
         except (openai.NotFoundError, openai.UnprocessableEntityError):
             return ABSENT
         except openai.APIStatusError as exc:
@@ -54,13 +61,35 @@ async def _get(endpoint: Endpoint, path: str) -> Any:
     return value
 
 
-async def identify(endpoint: Endpoint) -> ServerKind:
-    """Ask the server what it is (at most two GET requests)."""
-    info = await _get(endpoint, "/server_info")
+async def identify(endpoint: Caller) -> ServerKind:
+    """Ask the server what it is (at most two GET requests; three more behind a router)."""
+    found = await _identify_at(endpoint, None)
+    if found.kind != "openai":
+        return found
+    worker = await _first_router_worker(endpoint)
+    if worker is None:
+        return found
+    behind = await _identify_at(endpoint, worker)
+    return ServerKind(behind.kind, behind.version, behind_router=True)
+
+
+async def _identify_at(endpoint: Caller, base: str | None) -> ServerKind:
+    info = await _get(endpoint, "/server_info", base)
     kind = kind_from_server_info(info)
     if kind is not None:
         return ServerKind(kind, str(info.get("version")))
-    version = await _get(endpoint, "/version")
+    version = await _get(endpoint, "/version", base)
     if isinstance(version, dict) and isinstance(version.get("version"), str):
         return ServerKind("vllm", version["version"])
     return ServerKind("openai")
+
+
+async def _first_router_worker(endpoint: Caller) -> str | None:
+    """The URL of the first worker behind an SGLang router, or None if it is not one."""
+    info = await _get(endpoint, "/get_server_info")
+    if not isinstance(info, dict) or not info.get("router_manager"):
+        return None
+    listing = await _get(endpoint, "/workers")
+    workers = listing.get("workers") if isinstance(listing, dict) else None
+    urls = [w.get("url") for w in workers or [] if isinstance(w, dict)]
+    return next((u for u in urls if isinstance(u, str) and u.startswith("http")), None)

@@ -31,6 +31,7 @@ from rebase_cli.reports.labels import APPROXIMATE_TOKENS_LABEL, SIMULATED_LABEL
 from rebase_cli.reports.loading import RunData, load_run_data
 from rebase_cli.reports.schema import SCHEMA_ID
 from rebase_cli.reports.selection import DEFAULT_RULES, RULES, select
+from rebase_cli.reports.servers import server_rows
 from rebase_cli.reports.statistics import StatsOptions, paired_comparison
 from rebase_cli.runner import reproducibility
 from rebase_cli.store.database import Database
@@ -196,6 +197,7 @@ def _run_report(
             "subject": breakdown(correct, subjects),
             "level": breakdown(correct, levels, sort_key=lambda level: int(level)),
         },
+        "servers": server_rows(run),
         "failed": [
             {"index": int(data.problems.index[i]), "error": data.problems.error[i] or ""}
             for i, status in enumerate(data.problems.status)

@@ -77,6 +77,8 @@ def run_view(report: dict) -> RunView:
     for key, title in (("subject", "Accuracy by subject"), ("level", "Accuracy by level")):
         if report["breakdown"][key]:
             tables.append(_breakdown_table(report["breakdown"][key], title, key))
+    if report.get("servers"):
+        tables.append(_servers_table(report["servers"]))
     if report["failed"]:
         tables.append(
             TableView(
@@ -199,6 +201,27 @@ def _allocation_table(report: dict) -> TableView:
         rows,
         "totals over problems; open/expanded/pruned/children are the allocation decided at "
         "that depth",
+    )
+
+
+def _servers_table(rows: list[dict]) -> TableView:
+    columns = ("role", "server", "requests", "failed attempts", "tokens", "outages", "moved away")
+    body = tuple(
+        (
+            row["role"],
+            row["url"],
+            *(number(row[k]) for k in ("requests", "failed_attempts", "tokens", "outages")),
+            number(row["problems_moved_away"]),
+        )
+        for row in rows
+    )
+    return TableView(
+        "Servers",
+        columns,
+        body,
+        "latest session; failed attempts were retried; moved away: problems moved off a "
+        "server after an outage",
+        left=2,
     )
 
 

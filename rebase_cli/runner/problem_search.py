@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rebase_cli.clients import affinity
 from rebase_cli.domain import (
     LevelCommit,
     LevelCounters,
@@ -159,6 +160,12 @@ class ProblemSearch:
         self.template = ctx.template
 
     async def run(self) -> None:
+        # Every request of this problem carries its id, so a pool of servers keeps the problem
+        # on one server (its prefix cache) while that server lives.
+        with affinity.bound_to(self.problem.id):
+            await self._run()
+
+    async def _run(self) -> None:
         ctx, problem = self.ctx, self.problem
         started = time.monotonic()
         await asyncio.to_thread(repo.mark_problem_running, ctx.db, problem.id)

@@ -13,6 +13,7 @@ from rebase_cli.checking.findings import CheckReport
 from rebase_cli.checking.service import run_checks
 from rebase_cli.clients.path_reward import PathScorer
 from rebase_cli.clients.policy import PolicyClient
+from rebase_cli.clients.pool import server_figures
 from rebase_cli.clients.retry import RetryPolicy
 from rebase_cli.clients.reward import HttpReward, make_reward_client
 from rebase_cli.datasets import load_dataset
@@ -40,6 +41,7 @@ from rebase_cli.sim.flavours import DEFAULT_FLAVOUR, FLAVOURS
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
+from rebase_cli.url_lists import split_urls
 
 SIM = "sim"
 SIM_PREFIX = "sim:"  # `sim:FLAVOUR` picks the real server the simulator imitates
@@ -121,7 +123,12 @@ def _endpoint(
         assert sim_url is not None
         return sim_url, None
     if given is not None:
-        return given, api_key
+        urls = split_urls(given)
+        if any(url == SIM or url.startswith(SIM_PREFIX) for url in urls):
+            raise UsageError(
+                f"--{role} sim cannot be combined with URLs", f"pass --{role} sim alone"
+            )
+        return ",".join(urls), api_key
     server = healthy_server(db, role)
     if server is None:
         raise UsageError(
@@ -214,6 +221,17 @@ async def connected_clients(
         await reward.score("What is 1 + 1?", [], ["1 + 1 = 2."])
         await policy.sampling_plan()  # identifies the policy server before the run starts
         yield policy, reward, endpoints
+
+
+def server_capabilities(policy: PolicyClient, reward: HttpReward) -> dict:
+    """For roles served by several URLs, each server's figures in this session (requests,
+    failed attempts, tokens, outages), under `policy_servers` / `reward_servers`."""
+    capabilities: dict = {}
+    for role, client in (("policy", policy), ("reward", reward)):
+        figures = server_figures(client.endpoint)
+        if figures is not None:
+            capabilities[f"{role}_servers"] = figures
+    return capabilities
 
 
 def path_scorer_for(config: SearchConfig, reward: HttpReward) -> PathScorer | None:
@@ -322,7 +340,11 @@ async def run_search(
         previous = json.loads(stored) if stored else None
 
         def record_capabilities(extra: dict | None = None) -> None:
-            current = {**policy.capabilities, **(extra or {})}
+            current = {
+                **policy.capabilities,
+                **server_capabilities(policy, reward),
+                **(extra or {}),
+            }
             merged = reproducibility.merge(previous, current)
             repo.set_run_capabilities(db, prepared.run.id, merged)
 
@@ -348,9 +370,9 @@ async def run_search(
             held = False  # the run belongs to another process: nothing more is written
             raise
         finally:
-            # What the policy server supports (n > 1, matched_stop, usage, its sampling plan)
-            # and what the path scorer saw go into the run, unless the run turned out to
-            # belong to another process.
+            # What the policy server supports (n > 1, matched_stop, usage, its sampling plan),
+            # what the path scorer saw, and each server's figures go into the run, unless the
+            # run turned out to belong to another process.
             if held:
                 extra = ctx.path_scorer.capabilities if ctx.path_scorer is not None else None
                 await asyncio.to_thread(record_capabilities, extra)
