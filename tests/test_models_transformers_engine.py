@@ -82,10 +82,9 @@ def test_server_threads_leave_cores_to_the_search(monkeypatch) -> None:
     assert transformers_env(3) == {}
 
 
-def test_launcher_serves_a_policy_model_only() -> None:
+def test_launcher_needs_a_model() -> None:
+    """(The reward role is served by our scoring server: tests/test_serve_launchers.py.)"""
     launcher = TransformersLauncher()
-    with pytest.raises(UsageError, match="policy only"):
-        launcher.preflight(ServeSpec(role="reward", engine="transformers", model="m"))
     with pytest.raises(UsageError, match="needs --model"):
         launcher.preflight(ServeSpec(role="policy", engine="transformers"))
 

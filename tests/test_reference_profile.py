@@ -170,7 +170,8 @@ def test_path_token_rule_counts_the_step_or_the_whole_path(tmp_path: Path) -> No
     """With max_tokens 60 and ~20-token steps, the path rule ends paths for length; the
     authors' rule (a node counts only its own step) never does."""
     common = ["search", "--config", str(FIXTURE), "--policy", "sim", "--reward", "sim",
-              "--dataset", "gsm8k", "--limit", "4", "--max-tokens", "60"]  # fmt: skip
+              "--dataset", "gsm8k", "--limit", "4", "--max-tokens", "60",
+              "--max-step-tokens", "60"]  # fmt: skip
     reasons = {}
     for rule in ("path", "step"):
         db = tmp_path / f"{rule}.db"

@@ -201,7 +201,8 @@ def test_cli_detach_status_logs_stop(tmp_path, script, monkeypatch):
     assert "reward" in table and str(entry["pid"]) in table and "yes" in table
 
     logs = _cli(tmp_path, "serve", "logs", "reward", "-n", "5")
-    assert logs.exit_code == 0 and "GET /health" in logs.stdout
+    # Readiness asks /ready first (SGLang answers it at once; its /health runs a generation).
+    assert logs.exit_code == 0 and "GET /ready" in logs.stdout
 
     stopped = _cli(tmp_path, "serve", "stop", "reward")
     assert stopped.exit_code == 0 and "stopped reward server" in stopped.stdout

@@ -34,11 +34,14 @@ def problems():
 
 
 async def fire(url: str, count: int) -> dict[str, int]:
-    """Send `count` step requests, 30 at a time, with a 0.5 s timeout; tally what came back."""
+    """Send `count` step requests, 30 at a time, with a 2 s timeout; tally what came back.
+
+    The timeout sits well under the injected hang (6 s) and well over an ordinary request on a
+    busy machine, so only injected hangs time out."""
     outcomes = {"ok": 0, "http_500": 0, "http_503": 0, "hang": 0, "malformed": 0}
     body = {"prompt": "Tom has 3 apples and buys 4 more. How many?", "stop": ["\n"], "seed": 1}
     pending = iter(range(count))
-    async with httpx.AsyncClient(base_url=url, timeout=0.5) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=2.0) as client:
 
         async def worker() -> None:
             for _ in pending:
@@ -62,7 +65,7 @@ async def fire(url: str, count: int) -> dict[str, int]:
 
 
 def test_faults_come_at_the_configured_rates_and_the_server_survives():
-    args = ["--role", "policy", "--port", "0", "--seed", "3", "--hang-seconds", "3"]
+    args = ["--role", "policy", "--port", "0", "--seed", "3", "--hang-seconds", "6"]
     args += ["--fault-500", "0.1", "--fault-503", "0.1", "--fault-hang", "0.05"]
     args += ["--fault-malformed", "0.1"]
     with spawn(args, env=DATA_ENV) as server:

@@ -25,7 +25,8 @@ async def tokenize(endpoint: Endpoint, text: str, tally: Tally) -> list[int] | N
     async def send() -> str:
         body = {"prompt": text, "add_special_tokens": False}
         try:
-            return await endpoint.client.post(endpoint.url + "/tokenize", body=body, cast_to=str)
+            server = endpoint.current()  # the first live server of a role given several URLs
+            return await server.client.post(server.url + "/tokenize", body=body, cast_to=str)
         except openai.NotFoundError:
             return "null"
 

@@ -13,8 +13,10 @@ from rebase_cli.clients.transport import Endpoint, parse_json
 
 async def get_json(endpoint: Endpoint, path: str) -> Any | None:
     """GET `path` once; its JSON, or None when the route is not served or not JSON."""
+    # One server of a role given several URLs: the first live one (they serve one model).
+    server = endpoint.current()
     try:
-        text = await endpoint.client.get(endpoint.url + path, cast_to=str)
+        text = await server.client.get(server.url + path, cast_to=str)
         return parse_json(text)
     except (openai.APIError, MalformedResponse):
         return None
@@ -41,4 +43,6 @@ async def server_kind(endpoint: Endpoint) -> str:
 
 async def kind_finding(role: str, endpoint: Endpoint, model: str | None) -> Finding:
     kind = await server_kind(endpoint)
-    return Finding(f"{role}.server", OK, f"{kind} at {endpoint.url}, model {model or '?'}")
+    return Finding(
+        f"{role}.server", OK, f"{kind} at {endpoint.current().url}, model {model or '?'}"
+    )

@@ -234,7 +234,9 @@ def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig
                 f"fix --{key.replace('_', '-')} or the config file",
             )
     config = _validated(values, origin)
-    if config.max_tokens < config.max_step_tokens:
+    # Under the path rule the requests of a path share max_tokens, so a cap below one step's
+    # leaves the first step no room to finish; under the authors' step rule it caps each step.
+    if config.path_token_rule == "path" and config.max_tokens < config.max_step_tokens:
         raise ConfigError(
             f"{origin}: max_tokens={config.max_tokens} is below "
             f"max_step_tokens={config.max_step_tokens}, so a path's first step could use up its "
