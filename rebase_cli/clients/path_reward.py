@@ -29,8 +29,8 @@ from rebase_cli.clients.reward import (
     HttpReward,
     PoolingReward,
     ScoreReward,
+    classify_scores,
     probability,
-    sigmoid,
 )
 from rebase_cli.domain import ScoreBatch
 from rebase_cli.errors import EndpointError
@@ -204,18 +204,7 @@ async def _classify_texts(reward: ClassifyReward, texts: list[str]) -> ScoreBatc
     """One /classify request with one text per step prefix, squashed as ClassifyReward does."""
 
     def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
-        if not isinstance(data, list) or len(data) != len(texts):
-            raise MalformedResponse(f"expected a list of {len(texts)} results", text)
-        scores = []
-        for result in data:
-            embedding = result.get("embedding") if isinstance(result, dict) else None
-            if not isinstance(embedding, list) or not embedding:
-                raise MalformedResponse("a result without an `embedding` list", text)
-            raw = embedding[0]
-            if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-                raise MalformedResponse(f"reward is not a number: {raw!r}", text)
-            scores.append(sigmoid(float(raw)))
-        return tuple(scores), 0
+        return classify_scores(data, text, len(texts))
 
     (scores, tokens), retries = await reward.post({"text": texts}, parse)
     return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)

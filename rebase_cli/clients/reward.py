@@ -186,27 +186,33 @@ class ClassifyReward(HttpReward):
         expected = len(candidates)
 
         def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
-            if not isinstance(data, list) or len(data) != expected:
-                raise MalformedResponse(f"expected a list of {expected} results", text)
-            if all(isinstance(r, dict) and isinstance(r.get("index"), int) for r in data):
-                data = sorted(data, key=lambda r: r["index"])
-            scores, tokens = [], 0
-            for result in data:
-                embedding = result.get("embedding") if isinstance(result, dict) else None
-                if not isinstance(embedding, list) or not embedding:
-                    raise MalformedResponse("a result without an `embedding` list", text)
-                raw = embedding[0]
-                if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-                    raise MalformedResponse(f"reward is not a number: {raw!r}", text)
-                if not math.isfinite(raw):
-                    raise MalformedResponse(f"reward is not finite: {raw!r}", text)
-                scores.append(sigmoid(float(raw)))
-                meta = result.get("meta_info")
-                tokens += _prompt_tokens({"usage": meta}) if isinstance(meta, dict) else 0
-            return tuple(scores), tokens
+            return classify_scores(data, text, expected)
 
         (scores, tokens), retries = await self.post({"text": texts}, parse)
         return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)
+
+
+def classify_scores(data: Any, text: str, expected: int) -> tuple[tuple[float, ...], int]:
+    """The sigmoid of each /classify result's reward (in request order, by `index` when the
+    server gives one) and the prompt tokens its `meta_info` reports."""
+    if not isinstance(data, list) or len(data) != expected:
+        raise MalformedResponse(f"expected a list of {expected} results", text)
+    if all(isinstance(r, dict) and isinstance(r.get("index"), int) for r in data):
+        data = sorted(data, key=lambda r: r["index"])
+    scores, tokens = [], 0
+    for result in data:
+        embedding = result.get("embedding") if isinstance(result, dict) else None
+        if not isinstance(embedding, list) or not embedding:
+            raise MalformedResponse("a result without an `embedding` list", text)
+        raw = embedding[0]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise MalformedResponse(f"reward is not a number: {raw!r}", text)
+        if not math.isfinite(raw):
+            raise MalformedResponse(f"reward is not finite: {raw!r}", text)
+        scores.append(sigmoid(float(raw)))
+        meta = result.get("meta_info")
+        tokens += _prompt_tokens({"usage": meta}) if isinstance(meta, dict) else 0
+    return tuple(scores), tokens
 
 
 class PoolingReward(HttpReward):

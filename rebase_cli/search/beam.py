@@ -63,7 +63,9 @@ class BeamStrategy(WidthStrategy):
 
     name = "beam"
 
-    def allocate(self, frontier: Sequence[NodeSnapshot], width: int, depth: int) -> LevelDecision:
+    def allocate(
+        self, frontier: Sequence[NodeSnapshot], width: int, depth: int, problem_index: int = 0
+    ) -> LevelDecision:
         return allocate_beam(
             frontier,
             width=width,

@@ -105,7 +105,9 @@ class DvtsStrategy(WidthStrategy):
 
     name = "dvts"
 
-    def allocate(self, frontier: Sequence[NodeSnapshot], width: int, depth: int) -> LevelDecision:
+    def allocate(
+        self, frontier: Sequence[NodeSnapshot], width: int, depth: int, problem_index: int = 0
+    ) -> LevelDecision:
         return allocate_dvts(
             frontier,
             width=width,

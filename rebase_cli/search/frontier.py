@@ -84,9 +84,11 @@ class WidthStrategy:
             return depth_limit_decision(
                 frontier, width=width, max_path_tokens=self.params.max_path_tokens
             )
-        return self.allocate(frontier, width, depth)
+        return self.allocate(frontier, width, depth, problem_index)
 
     def allocate(
-        self, frontier: Sequence[NodeSnapshot], width: int, depth: int
+        self, frontier: Sequence[NodeSnapshot], width: int, depth: int, problem_index: int = 0
     ) -> LevelDecision:  # pragma: no cover - abstract
+        """Split `width` over `frontier` at `depth`; `problem_index` seeds strategies that
+        draw random numbers."""
         raise NotImplementedError

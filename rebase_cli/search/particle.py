@@ -42,8 +42,6 @@ from collections.abc import Sequence
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
 from rebase_cli.search.frontier import (
     WidthStrategy,
-    depth_limit_decision,
-    reached_max_depth,
     split_frontier,
     stopped_decision,
 )
@@ -122,19 +120,9 @@ class ParticleStrategy(WidthStrategy):
 
     name = "particle"
 
-    def decide(
-        self,
-        frontier: Sequence[NodeSnapshot],
-        finished_so_far: int,
-        depth: int,
-        *,
-        problem_index: int = 0,
+    def allocate(
+        self, frontier: Sequence[NodeSnapshot], width: int, depth: int, problem_index: int = 0
     ) -> LevelDecision:
-        width = self.params.width - finished_so_far
-        if reached_max_depth(depth, self.params.max_depth):
-            return depth_limit_decision(
-                frontier, width=width, max_path_tokens=self.params.max_path_tokens
-            )
         return allocate_particles(
             frontier,
             width=width,

@@ -96,7 +96,9 @@ class RebaseStrategy(WidthStrategy):
 
     name = "rebase"
 
-    def allocate(self, frontier: Sequence[NodeSnapshot], width: int, depth: int) -> LevelDecision:
+    def allocate(
+        self, frontier: Sequence[NodeSnapshot], width: int, depth: int, problem_index: int = 0
+    ) -> LevelDecision:
         params = self.params
         return allocate_rebase(
             frontier,

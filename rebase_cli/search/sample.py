@@ -50,7 +50,9 @@ class SampleStrategy(WidthStrategy):
 
     name = "sample"
 
-    def allocate(self, frontier: Sequence[NodeSnapshot], width: int, depth: int) -> LevelDecision:
+    def allocate(
+        self, frontier: Sequence[NodeSnapshot], width: int, depth: int, problem_index: int = 0
+    ) -> LevelDecision:
         return allocate_sample(
             frontier, width=width, max_path_tokens=self.params.max_path_tokens, depth=depth
         )

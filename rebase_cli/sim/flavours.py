@@ -26,7 +26,7 @@ same request count as before flavours existed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 SGLANG_VERSION = "0.5.23"
 VLLM_VERSION = "0.33.0"
@@ -56,32 +56,26 @@ class Flavour:
         return self.honours_seed
 
 
+_SGLANG = Flavour(
+    name="sglang",
+    honours_seed=False,
+    seed_per_choice=False,
+    stop_field="matched_stop",
+    eos_reported_as_null=False,
+    honours_n=True,
+    stop_string_in_text=False,
+    returns_token_ids=True,
+    sglang_routes=True,
+    vllm_routes=False,
+    health_seconds=1.0,
+)
 FLAVOURS: dict[str, Flavour] = {
-    "sglang": Flavour(
-        name="sglang",
-        honours_seed=False,
-        seed_per_choice=False,
-        stop_field="matched_stop",
-        eos_reported_as_null=False,
-        honours_n=True,
-        stop_string_in_text=False,
-        returns_token_ids=True,
-        sglang_routes=True,
-        vllm_routes=False,
-        health_seconds=1.0,
-    ),
-    "sglang-deterministic": Flavour(
+    "sglang": _SGLANG,
+    # The same server started with --enable-deterministic-inference.
+    "sglang-deterministic": replace(
+        _SGLANG,
         name="sglang-deterministic",
         honours_seed=True,
-        seed_per_choice=False,
-        stop_field="matched_stop",
-        eos_reported_as_null=False,
-        honours_n=True,
-        stop_string_in_text=False,
-        returns_token_ids=True,
-        sglang_routes=True,
-        vllm_routes=False,
-        health_seconds=1.0,
         default_seed=SGLANG_DEFAULT_SEED,
     ),
     "vllm": Flavour(
