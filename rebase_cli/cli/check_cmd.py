@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,6 +51,8 @@ def check(
     the template can read within the limits; that the template's label tokens are single,
     distinct tokens of the reward model; and that the PRM scores a correct and a wrong step
     differently."""
+    import asyncio
+
     from rebase_cli.datasets import FieldMap
     from rebase_cli.runner.check_service import check_servers
     from rebase_cli.runner.service import EndpointRequest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -34,6 +33,8 @@ def rescore(
 ) -> None:
     """Score every node of RUN with another PRM into a named score set (resumable: run it
     again to continue); `rebase report RUN --scores NAME` then selects answers with it."""
+    import asyncio
+
     from rebase_cli.runner.rescore_service import rescore_with
     from rebase_cli.store import repository as repo
 
