@@ -16,8 +16,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from rebase_cli.domain import Dataset, Problem
 from rebase_cli.errors import DatasetError
 from rebase_cli.paths import DATA_DIR_ENV, data_dir_from_env, user_cache_dir
@@ -134,6 +132,8 @@ def download(name: str) -> Path:
     """Fetch a known dataset into the user cache, verifying its checksum before it is kept."""
     if name not in KNOWN_DATASETS:
         raise DatasetError(f"unknown dataset {name!r}", f"known: {', '.join(KNOWN_DATASETS)}")
+    import httpx  # here: only a download needs an HTTP client
+
     source = KNOWN_DATASETS[name]
     target = cache_path(name)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,8 +9,6 @@ import typer
 
 from rebase_cli.cli.check_table import findings_table
 from rebase_cli.cli.common import console, err_console, open_db, print_json
-from rebase_cli.datasets import FieldMap
-from rebase_cli.runner.setup import RunRequest
 
 Opt = typer.Option
 
@@ -54,8 +51,12 @@ def check(
     the template can read within the limits; that the template's label tokens are single,
     distinct tokens of the reward model; and that the PRM scores a correct and a wrong step
     differently."""
+    import asyncio
+
+    from rebase_cli.datasets import FieldMap
     from rebase_cli.runner.check_service import check_servers
     from rebase_cli.runner.service import EndpointRequest
+    from rebase_cli.runner.setup import RunRequest
 
     explicit: dict[str, Any] = {
         "template": template,

@@ -7,13 +7,15 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from rebase_cli.errors import NotFoundError
 from rebase_cli.paths import DEFAULT_DB_NAME, default_db_path
-from rebase_cli.store.database import Database
+
+if TYPE_CHECKING:  # the store pulls in sqlalchemy and alembic, which `--help` need not pay for
+    from rebase_cli.store.database import Database
 
 console = Console()
 err_console = Console(stderr=True)
@@ -49,12 +51,16 @@ def with_db(text: str) -> str:
 
 def open_db() -> Database:
     """Open (and migrate) the chosen database, creating it if it does not exist."""
+    from rebase_cli.store.database import Database
+
     return Database.open(db_path())
 
 
 def open_existing_db() -> Database:
     """Open the chosen database for commands that only read runs: a mistyped --db is an error,
     not a new empty database."""
+    from rebase_cli.store.database import Database
+
     path = db_path()
     if not path.exists():
         raise NotFoundError(

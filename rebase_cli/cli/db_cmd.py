@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from rebase_cli.cli.common import console, db_path, open_db, print_json
-from rebase_cli.store.maintenance import backup, database_status
 
 app = typer.Typer(help="Inspect, migrate and back up the SQLite database.", no_args_is_help=True)
 
@@ -26,6 +25,8 @@ def path_cmd() -> None:
 @app.command("status")
 def status_cmd(json_output: JsonFlag = False) -> None:
     """Open the database (creating and migrating it if needed) and show its state."""
+    from rebase_cli.store.maintenance import database_status
+
     db = open_db()
     status = database_status(db)
     if json_output:
@@ -43,6 +44,8 @@ def status_cmd(json_output: JsonFlag = False) -> None:
 @app.command("upgrade")
 def upgrade_cmd() -> None:
     """Migrate the database to the latest schema (opening it does this too)."""
+    from rebase_cli.store.maintenance import database_status
+
     db = open_db()
     status = database_status(db)
     typer.echo(f"{status.path} is at schema revision {status.revision}")
@@ -53,5 +56,7 @@ def backup_cmd(
     destination: Annotated[Path, typer.Argument(help="New file to write the copy to.")],
 ) -> None:
     """Write a consistent copy of the database with VACUUM INTO (safe during a run)."""
+    from rebase_cli.store.maintenance import backup
+
     written = backup(open_db(), destination)
     typer.echo(f"backed up to {written}")

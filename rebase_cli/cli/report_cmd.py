@@ -7,21 +7,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rebase_cli.cli.common import console, err_console, open_existing_db
 from rebase_cli.errors import UsageError
-from rebase_cli.reports.accuracy import DEFAULT_DRAWS
-from rebase_cli.reports.compute import parse_params
-from rebase_cli.reports.grading_cache import Progress as ProgressCallback
-from rebase_cli.reports.selection import DEFAULT_RULES, parse_rules
-from rebase_cli.reports.statistics import DEFAULT_RESAMPLES, DEFAULT_STATS_SEED, StatsOptions
-from rebase_cli.store import repository
-from rebase_cli.store.database import Database
-from rebase_cli.store.models import Run
+from rebase_cli.reports.defaults import (
+    DEFAULT_DRAWS,
+    DEFAULT_RESAMPLES,
+    DEFAULT_RULES,
+    DEFAULT_STATS_SEED,
+)
+
+if TYPE_CHECKING:  # the reports and the store pull in numpy and sqlalchemy: not for `--help`
+    from rebase_cli.reports.grading_cache import Progress as ProgressCallback
+    from rebase_cli.store.database import Database
+    from rebase_cli.store.models import Run
 
 
 class ReportFormat(str, Enum):
@@ -135,6 +138,9 @@ def report(
     """Accuracy under each answer-selection rule, compute and FLOPs, and the per-depth search
     view of one or more runs. Grading verdicts are cached in the database."""
     from rebase_cli.reports.build import ReportOptions, build_report
+    from rebase_cli.reports.compute import parse_params
+    from rebase_cli.reports.selection import parse_rules
+    from rebase_cli.reports.statistics import StatsOptions
 
     chosen = fmt or (_SUFFIX_FORMATS.get(output.suffix.lower()) if output else None)
     chosen = chosen or ReportFormat.table
@@ -208,6 +214,7 @@ def tree(
 ) -> None:
     """Show the search tree of one problem: scores, children given, answers and verdicts."""
     from rebase_cli.reports.tree_view import dot_graph, load_problem_tree, rich_tree
+    from rebase_cli.store import repository
 
     db = open_existing_db()
     try:
@@ -236,6 +243,7 @@ def export(
 ) -> None:
     """Export a run's finished answers with their step scores and verdicts."""
     from rebase_cli.reports.export import export_run
+    from rebase_cli.store import repository
 
     check_output(output)
     db = open_existing_db()
@@ -255,6 +263,7 @@ def export(
 
 def _resolve_runs(db: Database, refs: list[str]) -> list[Run]:
     """Runs by reference, a group name standing for its runs (oldest first); each run once."""
+    from rebase_cli.store import repository
     from rebase_cli.store.groups import get_group, group_runs
 
     resolved: dict[int, Run] = {}

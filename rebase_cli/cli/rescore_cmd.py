@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rebase_cli.cli.common import console, err_console, open_existing_db, print_json
-from rebase_cli.store import repository as repo
 
 Opt = typer.Option
 
@@ -35,7 +33,10 @@ def rescore(
 ) -> None:
     """Score every node of RUN with another PRM into a named score set (resumable: run it
     again to continue); `rebase report RUN --scores NAME` then selects answers with it."""
+    import asyncio
+
     from rebase_cli.runner.rescore_service import rescore_with
+    from rebase_cli.store import repository as repo
 
     db = open_existing_db()
     out = err_console if json_output else console

@@ -12,9 +12,6 @@ from rich.table import Table
 from rebase_cli.cli.check_table import findings_table
 from rebase_cli.cli.common import console, open_existing_db, print_json
 from rebase_cli.runner import reproducibility
-from rebase_cli.runner.holder import refuse_if_searched
-from rebase_cli.store import repository as repo
-from rebase_cli.store.score_sets import list_score_sets
 
 app = typer.Typer(help="List, inspect and delete runs.", invoke_without_command=True)
 
@@ -26,6 +23,8 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List runs: id, name, method, dataset, budget, status, progress, created."""
     if ctx.invoked_subcommand is not None:
         return
+    from rebase_cli.store import repository as repo
+
     rows = repo.list_runs(open_existing_db())
     if json_output:
         print_json(
@@ -80,6 +79,9 @@ def show(
     json_output: JsonFlag = False,
 ) -> None:
     """Show one run: config, endpoints, status and totals."""
+    from rebase_cli.store import repository as repo
+    from rebase_cli.store.score_sets import list_score_sets
+
     db = open_existing_db()
     run = repo.resolve_run(db, run_ref)
     totals = repo.run_totals(db, run.id)
@@ -152,6 +154,9 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete a run with all its problems, nodes and allocations."""
+    from rebase_cli.runner.holder import refuse_if_searched
+    from rebase_cli.store import repository as repo
+
     db = open_existing_db()
     run = repo.resolve_run(db, run_ref)
     assert run.id is not None

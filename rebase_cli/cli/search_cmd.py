@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from rebase_cli.cli.common import console, err_console, open_db, print_json, with_db
-from rebase_cli.cli.search_exec import execute_search
-from rebase_cli.cli.sweep_cmd import run_sweep
-from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
-from rebase_cli.runner.config import SearchConfig, load_config_file
-from rebase_cli.runner.setup import RunAlreadyDone, RunRequest
-from rebase_cli.runner.sweep import SweepSpec, parse_list
+from rebase_cli.runner.config import SearchConfig
+
+if TYPE_CHECKING:  # the run set-up pulls in the store (sqlalchemy), which `--help` need not pay for
+    from rebase_cli.runner.setup import RunAlreadyDone, RunRequest
 
 # Help panels; options added later slot into one of these.
 WHAT = "What to search"
@@ -276,6 +274,11 @@ def search(
     """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite.
 
     Ctrl-C, SIGTERM and SIGHUP stop it cleanly; the command it prints resumes it."""
+    from rebase_cli.cli.sweep_cmd import run_sweep
+    from rebase_cli.datasets import FieldMap
+    from rebase_cli.runner.setup import RunRequest
+    from rebase_cli.runner.sweep import SweepSpec, parse_list
+
     if resume and run is not None:
         raise UsageError("--resume and --run cannot be combined", "use one of them")
     # Several URLs of a role travel as one comma-separated value (the clients split it).
@@ -366,6 +369,10 @@ def search(
 
 
 def _search(run_request: RunRequest, endpoints, config: Path | None, json_output: bool) -> None:  # type: ignore[no-untyped-def]
+    from rebase_cli.cli.search_exec import execute_search
+    from rebase_cli.runner.config import load_config_file
+    from rebase_cli.runner.setup import RunAlreadyDone
+
     db = open_db()
     out = err_console if json_output else console
     if config is not None:

@@ -3,7 +3,7 @@
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -17,12 +17,17 @@ from rebase_cli.cli.common import (
     with_db,
 )
 from rebase_cli.errors import NotFoundError, ServeError, UsageError
-from rebase_cli.serving import registry, router, service
-from rebase_cli.serving.health import StartupError
+from rebase_cli.serving import router
 from rebase_cli.serving.launchers import EngineName, Launcher, Role, ServeSpec, get_launcher
 from rebase_cli.serving.logs import LogFollower, follow, tail_lines
-from rebase_cli.store import servers
+from rebase_cli.serving.process import DEFAULT_GRACE_S
 from rebase_cli.url_lists import split_urls
+
+# The registry and the service pull in the store (sqlalchemy) and httpx: imported by the commands
+# that use them, so that `--help` does not pay for them. (No `from __future__ import annotations`
+# here: the role commands' annotations read the closure's `role`.)
+if TYPE_CHECKING:
+    from rebase_cli.serving.service import StartedServer
 
 app = typer.Typer(help="Launch and manage policy and reward servers.", no_args_is_help=True)
 
@@ -181,6 +186,9 @@ app.command("reward")(_role_command("reward"))
 def _serve(
     spec: ServeSpec, *, detach: bool, timeout: float | None, launcher: Launcher | None = None
 ) -> None:
+    from rebase_cli.serving import service
+    from rebase_cli.serving.health import StartupError
+
     if timeout is not None and timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
     db = open_db()
@@ -225,8 +233,10 @@ def _serve(
     raise ServeError(f"{what} exited with code {code}", "see its log above")
 
 
-def _settle_router(db, started: service.StartedServer, launcher: Launcher | None) -> None:  # type: ignore[no-untyped-def]
+def _settle_router(db, started: "StartedServer", launcher: Launcher | None) -> None:  # type: ignore[no-untyped-def]
     """A router group is ready once the router routes to all its workers: record their model."""
+    from rebase_cli.store import servers
+
     if not isinstance(launcher, router.GroupLauncher):
         return
     model = router.settle(started.url, launcher.replicas + len(launcher.worker_urls))
@@ -246,7 +256,7 @@ def _write_log(text: str) -> None:
     sys.stdout.flush()
 
 
-def _ready_line(started: service.StartedServer, *, detached: bool) -> None:
+def _ready_line(started: "StartedServer", *, detached: bool) -> None:
     row = started.row
     tail = (
         with_db(f"log: {row.log_path}; stop it with `rebase serve stop {row.role}`")
@@ -266,6 +276,8 @@ def _ready_line(started: service.StartedServer, *, detached: bool) -> None:
 def status_cmd(json_output: JsonFlag = False) -> None:
     """Show the servers started by rebase: alive (the recorded process runs) and healthy
     (/health answers 200); for a router, its workers as the router sees them."""
+    from rebase_cli.serving import registry
+
     states = registry.server_states(open_db())
     workers = {
         state.row.id: router.router_workers(state.row.url)
@@ -326,9 +338,11 @@ def stop_cmd(
     all_servers: Annotated[bool, typer.Option("--all", help="Stop every server.")] = False,
     grace: Annotated[
         float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")
-    ] = registry.DEFAULT_GRACE_S,
+    ] = DEFAULT_GRACE_S,
 ) -> None:
     """Stop registered servers (their whole process group) and clean up dead entries."""
+    from rebase_cli.serving import registry
+
     if (role is None) == (not all_servers):
         raise UsageError("name one ROLE (policy or reward), or pass --all instead")
     reports = registry.stop_servers(open_db(), role.value if role else None, grace=grace)
@@ -347,6 +361,8 @@ def logs_cmd(
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines.")] = 50,
 ) -> None:
     """Print the log of the newest registered ROLE server."""
+    from rebase_cli.serving import registry
+
     states = registry.server_states(open_db(), role.value, probe=False)
     if not states:
         raise NotFoundError(f"no {role.value} server registered", "see `rebase serve status`")

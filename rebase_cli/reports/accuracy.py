@@ -24,8 +24,6 @@ from rebase_cli.reports.loading import RunData
 from rebase_cli.reports.selection import RULES, AnswerTable, select
 from rebase_cli.reports.statistics import StatsOptions, bootstrap_intervals
 
-DEFAULT_DRAWS = 10
-
 
 def done_mask(data: RunData) -> np.ndarray:
     """Which problems (ProblemTable positions) count in the denominator."""

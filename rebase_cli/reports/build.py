@@ -15,7 +15,6 @@ import numpy as np
 from rebase_cli import __version__
 from rebase_cli.errors import UsageError
 from rebase_cli.reports.accuracy import (
-    DEFAULT_DRAWS,
     accuracy_row,
     answer_table,
     breakdown,
@@ -26,11 +25,12 @@ from rebase_cli.reports.accuracy import (
 from rebase_cli.reports.allocation_view import allocation_rows
 from rebase_cli.reports.compute import compute_summary
 from rebase_cli.reports.curves import build_curves
+from rebase_cli.reports.defaults import DEFAULT_DRAWS, DEFAULT_RULES
 from rebase_cli.reports.grading_cache import Progress, grade_pairs
 from rebase_cli.reports.labels import APPROXIMATE_TOKENS_LABEL, SIMULATED_LABEL
 from rebase_cli.reports.loading import RunData, load_run_data
 from rebase_cli.reports.schema import SCHEMA_ID
-from rebase_cli.reports.selection import DEFAULT_RULES, RULES, select
+from rebase_cli.reports.selection import RULES, select
 from rebase_cli.reports.servers import server_rows
 from rebase_cli.reports.statistics import StatsOptions, paired_comparison
 from rebase_cli.runner import reproducibility

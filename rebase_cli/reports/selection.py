@@ -50,9 +50,6 @@ SHORT_LABELS = {
     **{f"best_of_n_{a}": f"bo-{a}" for a in AGGREGATES},
     "pass_at_n": "pass@N",
 }
-# What a figure or comparison table shows unless `--rules` asks for others: the paper's
-# headline rule, the model-free baseline and best-of-N. pass@N is an oracle, shown apart.
-DEFAULT_RULES = ("weighted_last", "majority", "best_of_n_last")
 ORACLE_RULE = "pass_at_n"
 _DECIMALS = 12
 

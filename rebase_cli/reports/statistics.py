@@ -25,8 +25,8 @@ from functools import lru_cache
 
 import numpy as np
 
-DEFAULT_RESAMPLES = 2000
-DEFAULT_STATS_SEED = 0
+from rebase_cli.reports.defaults import DEFAULT_RESAMPLES, DEFAULT_STATS_SEED
+
 CONFIDENCE = 0.95
 TEST_NAME = "exact McNemar (two-sided binomial test on discordant problems)"
 INTERVAL_NAME = "percentile bootstrap over problems"

@@ -105,6 +105,10 @@ def pid_exists(pid: int) -> bool:
         return False
 
 
+# Seconds `rebase serve stop` waits between SIGTERM and SIGKILL unless told otherwise.
+DEFAULT_GRACE_S = 10.0
+
+
 class StopOutcome(str, Enum):
     TERMINATED = "terminated"  # exited after SIGTERM within the grace period
     KILLED = "killed"  # needed SIGKILL

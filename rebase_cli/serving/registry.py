@@ -12,12 +12,10 @@ import os
 from dataclasses import dataclass
 
 from rebase_cli.serving import health, process
-from rebase_cli.serving.process import StopOutcome
+from rebase_cli.serving.process import DEFAULT_GRACE_S, StopOutcome
 from rebase_cli.store import servers
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import ServerRow, utcnow
-
-DEFAULT_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
