@@ -65,7 +65,8 @@ def test_several_runs_print_the_comparison_and_point_to_the_details(db_file: Pat
     assert "Accuracy across runs" in result.stdout and "Compute-optimal frontier" in result.stdout
     # The failure is in run-1's own tables, left out of the summary; the hint brings them back.
     assert "reward server returned 500" not in result.stdout
-    assert "rebase report run-1 run-2 --details" in result.stderr
+    # The hint runs as printed: it names this database (not the default ./rebase.db).
+    assert f"rebase --db {db_file} report run-1 run-2 --details" in result.stderr
 
 
 def test_markdown_has_tables_and_labels(db_file: Path) -> None:

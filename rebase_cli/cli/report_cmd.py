@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rebase_cli.cli.common import console, err_console, open_existing_db
+from rebase_cli.cli.common import console, err_console, open_existing_db, with_db
 from rebase_cli.errors import UsageError
 from rebase_cli.reports.defaults import (
     DEFAULT_DRAWS,
@@ -173,7 +173,11 @@ def report(
     _emit(document, chosen, output, details)
     if chosen is ReportFormat.table and output is None and len(resolved) > 1 and not details:
         refs = " ".join(f"run-{run.id}" for run in resolved)
-        err_console.print(f"each run's own tables: rebase report {refs} --details", highlight=False)
+        err_console.print(
+            with_db(f"each run's own tables: rebase report {refs} --details"),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _emit(document: dict, fmt: ReportFormat, output: Path | None, details: bool = True) -> None:
