@@ -97,3 +97,18 @@ def test_a_worker_that_cannot_start_fails_the_group_cleanly(tmp_path: Path) -> N
     assert len(pids) == 2
     for pid in pids:  # the supervisor stopped (and reaped) every worker it started
         assert not Path(f"/proc/{pid}").exists()
+
+
+def test_simulator_workers_behind_the_router_imitate_sglang() -> None:
+    """The router reads each worker's model from /server_info, which only the SGLang flavours
+    serve: a default simulator worker (vLLM-like) would register as model `unknown`."""
+    from rebase_cli.serving import group, launchers
+
+    sim = launchers.get_launcher("sim")
+    plain = ServeSpec(role="policy", engine="sim", port=1)
+    assert group.worker_command(sim, plain)[-2:] == ["--flavour", "sglang"]
+    deterministic = ServeSpec(role="policy", engine="sim", port=1, deterministic=True)
+    assert group.worker_command(sim, deterministic)[-2:] == ["--flavour", "sglang-deterministic"]
+    assert "--flavour" not in group.worker_command(
+        launchers.get_launcher("sglang"), ServeSpec(role="policy", engine="sglang", model="m")
+    )

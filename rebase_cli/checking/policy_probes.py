@@ -54,6 +54,9 @@ async def complete(
     return sample
 
 
+N_PROBE = 4
+
+
 async def policy_findings(
     endpoint: Endpoint, model: str, prompt: str, *, stop: Sequence[str], temperature: float,
     seed: int, tally: Tally,
@@ -61,7 +64,9 @@ async def policy_findings(
     """n honoured, seed honoured (and sampling on), stop reporting: six short
     requests, seven samples."""
     args = {"stop": stop, "temperature": temperature, "tally": tally}
-    pair = await complete(endpoint, model, prompt, n=2, seed=seed, **args)
+    # Four choices: two short samples can agree by chance (a first step often has one
+    # natural wording); four that all agree share their seed.
+    pair = await complete(endpoint, model, prompt, n=N_PROBE, seed=seed, **args)
     first = await complete(endpoint, model, prompt, n=1, seed=seed, **args)
     again = await complete(endpoint, model, prompt, n=1, seed=seed, **args)
     others = [
@@ -76,17 +81,20 @@ async def policy_findings(
 def _n_finding(pair: Sample, temperature: float) -> Finding:
     if len(pair.choices) < 2:
         return Finding(
-            "policy.n", WARN, f"ignores n: {len(pair.choices)} choice for n=2",
+            "policy.n", WARN, f"ignores n: {len(pair.choices)} choice for n={N_PROBE}",
             "the search then asks once per sample: more requests, same trees",
         )  # fmt: skip
-    if temperature > 0 and pair.texts[0] == pair.texts[1]:
+    if temperature > 0 and len(set(pair.texts)) == 1:
         return Finding(
             "policy.n", WARN,
-            "the 2 choices of one seeded request are identical (they share the seed, as SGLang "
-            "does under --enable-deterministic-inference): siblings would be copies",
-            "run the search with --samples-per-request 1 (one seed per child)",
+            f"the {len(pair.choices)} choices of one seeded request are identical (they share "
+            "the seed, as SGLang does under --enable-deterministic-inference): one request "
+            "with n would give copies as siblings",
+            "the search asks deterministic SGLang one seed per child (native /generate); for "
+            "another server that does this, pass --samples-per-request 1",
         )  # fmt: skip
-    return Finding("policy.n", OK, "n=2 gives 2 different choices")
+    distinct = len(set(pair.texts))
+    return Finding("policy.n", OK, f"n={N_PROBE} gives {distinct} different choices")
 
 
 def _seed_finding(

@@ -44,9 +44,12 @@ async def tokenize(endpoint: Endpoint, text: str, tally: Tally) -> list[int] | N
     return tokens
 
 
-async def label_finding(reward: HttpReward, template: PromptTemplate, tally: Tally) -> Finding:
+async def label_finding(
+    reward: HttpReward, template: PromptTemplate, tally: Tally, model: str | None = None
+) -> Finding:
     """Are the template's label tokens single, distinct tokens of the reward model, with the
-    ids the template sends?"""
+    ids the template sends? (The simulator's PRM, model `sim-...`, has no tokenizer and reads
+    any ids.)"""
     prm = template.prm
     if reward.protocol != "score":
         return Finding("reward.labels", SKIPPED, f"the {reward.protocol} protocol reads no labels")
@@ -63,6 +66,10 @@ async def label_finding(reward: HttpReward, template: PromptTemplate, tally: Tal
         (prm.bad_token, prm.bad_token_id, "bad_token_id"),
     ):
         ids = await tokenize(reward.endpoint, label, tally)
+        if ids is None and (model or "").startswith("sim-"):
+            return Finding(
+                "reward.labels", SKIPPED, "the simulator's PRM has no tokenizer: any ids work"
+            )
         if ids is None:
             return Finding(
                 "reward.labels", WARN,

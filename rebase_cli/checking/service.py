@@ -52,7 +52,7 @@ async def run_checks(
         seed=config.seed,
         tally=tally,
     )
-    findings.append(await reward_probes.label_finding(reward, template, tally))
+    findings.append(await reward_probes.label_finding(reward, template, tally, reward_model))
     findings.append(await reward_probes.variation_finding(reward, template, problems[0], tally))
     if full:
         paths = [

@@ -271,7 +271,8 @@ def search(
         bool, Opt("--json", panel=OUTPUT, help="Print the summary as JSON.")
     ] = False,
 ) -> None:
-    """Run REBASE (or `sample` / `beam`) over a dataset; every level is committed to SQLite.
+    """Run REBASE (or sample, beam, DVTS, particle filtering) over a dataset; every level is
+    committed to SQLite.
 
     Ctrl-C, SIGTERM and SIGHUP stop it cleanly; the command it prints resumes it."""
     from rebase_cli.cli.sweep_cmd import run_sweep

@@ -45,6 +45,16 @@ def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
 
 
+def worker_command(launcher: launchers.Launcher, spec: launchers.ServeSpec) -> list[str]:
+    """The worker's command line. Simulator workers imitate SGLang servers: the SGLang router
+    learns each worker's model from its /server_info, which only the SGLang flavours serve
+    (and a real SGLang worker ignores seeds unless started deterministic)."""
+    argv = launcher.command(spec)
+    if spec.engine == "sim" and "--flavour" not in argv:
+        argv += ["--flavour", "sglang"]
+    return argv
+
+
 def start_workers(plan: GroupPlan, host: str) -> list[Child]:
     """Start the plan's workers, each on a free port (and its own GPUs for SGLang)."""
     if not plan.replicas:
@@ -58,7 +68,7 @@ def start_workers(plan: GroupPlan, host: str) -> list[Child]:
             first = index * plan.gpus_per_worker
             gpus = range(first, first + plan.gpus_per_worker)
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-        process = _start(launcher.command(spec), env)
+        process = _start(worker_command(launcher, spec), env)
         url = net.base_url(host, spec.port or 0)
         workers.append(Child(f"worker {index}", url, process))
         say(f"worker {index} pid {process.pid} at {url}")
