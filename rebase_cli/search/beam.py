@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+from rebase_cli.domain import LevelDecision, NodeSnapshot
 from rebase_cli.search.frontier import (
     WidthStrategy,
+    open_decision,
     split_frontier,
     stopped_decision,
 )
@@ -51,11 +52,8 @@ def allocate_beam(
             counts.append(count)
             left -= count
     kept = sum(1 for count in counts if count > 0)
-    expansions = tuple(
-        Expansion(key=node.key, weight=1.0 / kept if count else 0.0, children=count)
-        for node, count in zip(open_nodes, counts, strict=True)
-    )
-    return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
+    weights = [1.0 / kept if count else 0.0 for count in counts]
+    return open_decision(open_nodes, weights, counts, remaining)
 
 
 class BeamStrategy(WidthStrategy):

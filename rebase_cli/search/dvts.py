@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
 from rebase_cli.search.frontier import (
     WidthStrategy,
+    even_split,
     split_frontier,
     stopped_decision,
 )
-from rebase_cli.search.rebase import sequential_ceil
 
 
 def subtree_of(node: NodeSnapshot, expansion: int) -> int:
@@ -71,12 +71,7 @@ def allocate_dvts(
     if remaining <= 0 or not open_nodes:
         return stopped_decision(open_nodes, remaining)
     if depth == 0:
-        counts = sequential_ceil([1.0] * len(open_nodes), remaining)
-        expansions = tuple(
-            Expansion(key=node.key, weight=1.0 / len(open_nodes), children=count)
-            for node, count in zip(open_nodes, counts, strict=True)
-        )
-        return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
+        return even_split(open_nodes, remaining)
     best: dict[int, NodeSnapshot] = {}
     open_count: dict[int, int] = {}
     for node in open_nodes:  # best first, so the first node seen of a subtree is its best

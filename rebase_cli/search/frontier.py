@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
 from rebase_cli.search.base import StrategyParams
+from rebase_cli.search.shares import sequential_ceil
 
 
 def is_finished(node: NodeSnapshot, max_path_tokens: int) -> bool:
@@ -40,6 +41,28 @@ def split_frontier(
     sign = -1 if tie_order == "later-first" else 1
     open_nodes.sort(key=lambda node: (-node.score, sign * node.key))
     return open_nodes, finished
+
+
+def open_decision(
+    open_nodes: Sequence[NodeSnapshot],
+    weights: Sequence[float],
+    counts: Sequence[int],
+    remaining: int,
+) -> LevelDecision:
+    """A decision that goes on: open node i gets counts[i] children with share weights[i]."""
+    expansions = tuple(
+        Expansion(key=node.key, weight=weight, children=count)
+        for node, weight, count in zip(open_nodes, weights, counts, strict=True)
+    )
+    return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
+
+
+def even_split(open_nodes: Sequence[NodeSnapshot], remaining: int) -> LevelDecision:
+    """The width left split as evenly as it goes over the open nodes, earlier ones first, with
+    uniform weights: a root's first expansion, where it is the only open node."""
+    share = 1.0 / len(open_nodes)
+    counts = sequential_ceil([1.0] * len(open_nodes), remaining)
+    return open_decision(open_nodes, [share] * len(open_nodes), counts, remaining)
 
 
 def stopped_decision(open_nodes: Sequence[NodeSnapshot], remaining: int) -> LevelDecision:

@@ -39,13 +39,15 @@ import math
 import random
 from collections.abc import Sequence
 
-from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+from rebase_cli.domain import LevelDecision, NodeSnapshot
 from rebase_cli.search.frontier import (
     WidthStrategy,
+    even_split,
+    open_decision,
     split_frontier,
     stopped_decision,
 )
-from rebase_cli.search.rebase import sequential_ceil, softmax_weights
+from rebase_cli.search.rebase import softmax_weights
 
 SEED_BITS = 63
 
@@ -101,18 +103,13 @@ def allocate_particles(
     # The population's order is key order, so ties in score cannot change the draws.
     open_nodes.sort(key=lambda node: node.key)
     if depth == 0:
-        counts = sequential_ceil([1.0] * len(open_nodes), remaining)
-        shares = [1.0 / len(open_nodes)] * len(open_nodes)
-    else:
-        weights = softmax_weights([node.score for node in open_nodes], temperature)
-        total = math.fsum(weights)
-        shares = [weight / total for weight in weights]
-        counts = multinomial_counts(weights, remaining, seed)
-    expansions = tuple(
-        Expansion(key=node.key, weight=share, children=count)
-        for node, share, count in zip(open_nodes, shares, counts, strict=True)
+        return even_split(open_nodes, remaining)
+    weights = softmax_weights([node.score for node in open_nodes], temperature)
+    total = math.fsum(weights)
+    shares = [weight / total for weight in weights]
+    return open_decision(
+        open_nodes, shares, multinomial_counts(weights, remaining, seed), remaining
     )
-    return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
 
 
 class ParticleStrategy(WidthStrategy):

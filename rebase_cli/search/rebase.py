@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+from rebase_cli.domain import LevelDecision, NodeSnapshot
 from rebase_cli.search.base import ShareRounding, TieOrder
 from rebase_cli.search.frontier import (
     WidthStrategy,
+    open_decision,
     split_frontier,
     stopped_decision,
 )
@@ -84,11 +85,7 @@ def allocate_rebase(
         counts = sequential_ceil(weights, remaining)
     pruned = len(open_nodes) - kept
     shares = [weight / total for weight in weights] + [0.0] * pruned
-    expansions = tuple(
-        Expansion(key=node.key, weight=share, children=count)
-        for node, share, count in zip(open_nodes, shares, [*counts, *[0] * pruned], strict=True)
-    )
-    return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
+    return open_decision(open_nodes, shares, [*counts, *[0] * pruned], remaining)
 
 
 class RebaseStrategy(WidthStrategy):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rebase_cli.domain import Expansion, LevelDecision, NodeSnapshot
+from rebase_cli.domain import LevelDecision, NodeSnapshot
 from rebase_cli.search.frontier import (
     WidthStrategy,
+    even_split,
+    open_decision,
     split_frontier,
     stopped_decision,
 )
-from rebase_cli.search.rebase import sequential_ceil
 
 
 def allocate_sample(
@@ -34,15 +35,9 @@ def allocate_sample(
         return stopped_decision(open_nodes, remaining)
     open_nodes.sort(key=lambda node: node.key)
     if depth == 0:
-        counts = sequential_ceil([1.0] * len(open_nodes), remaining)
-    else:
-        counts = [1 if i < remaining else 0 for i in range(len(open_nodes))]
-    share = 1.0 / len(open_nodes)
-    expansions = tuple(
-        Expansion(key=node.key, weight=share, children=count)
-        for node, count in zip(open_nodes, counts, strict=True)
-    )
-    return LevelDecision(expansions=expansions, remaining_width=remaining, stop=False)
+        return even_split(open_nodes, remaining)
+    counts = [1 if i < remaining else 0 for i in range(len(open_nodes))]
+    return open_decision(open_nodes, [1.0 / len(open_nodes)] * len(open_nodes), counts, remaining)
 
 
 class SampleStrategy(WidthStrategy):
