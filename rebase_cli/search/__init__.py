@@ -64,14 +64,16 @@ def _validate(params: StrategyParams) -> None:
     def integer(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    problems = []
+    def positive_number(name: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{name} must be a number (got {value!r})")
+        elif not value > 0:
+            problems.append(f"{name} must be > 0 (got {value!r})")
+
+    problems: list[str] = []
     if not integer(params.width) or params.width < 1:
         problems.append(f"width must be an integer >= 1 (got {params.width!r})")
-    temperature = params.balance_temperature
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        problems.append(f"balance_temperature must be a number (got {temperature!r})")
-    elif not temperature > 0:
-        problems.append(f"balance_temperature must be > 0 (got {temperature!r})")
+    positive_number("balance_temperature", params.balance_temperature)
     if not integer(params.max_path_tokens) or params.max_path_tokens < 1:
         problems.append(f"max_path_tokens must be an integer >= 1 (got {params.max_path_tokens!r})")
     if params.max_depth is not None and (not integer(params.max_depth) or params.max_depth < 1):
@@ -87,11 +89,7 @@ def _validate(params: StrategyParams) -> None:
         isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1
     ):
         problems.append(f"truncate_ratio must be a number in (0, 1] (got {ratio!r})")
-    temperature = params.particle_temperature
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        problems.append(f"particle_temperature must be a number (got {temperature!r})")
-    elif not temperature > 0:
-        problems.append(f"particle_temperature must be > 0 (got {temperature!r})")
+    positive_number("particle_temperature", params.particle_temperature)
     if not integer(params.seed) or params.seed < 0:
         problems.append(f"seed must be an integer >= 0 (got {params.seed!r})")
     if problems:
