@@ -7,6 +7,7 @@ process (user and system CPU seconds, peak RSS) without sampling, so short peaks
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -69,8 +70,12 @@ def search_args(
     budget: int,
     extra: Sequence[str] = (),
 ) -> list[str]:
+    """`rebase search` of the first `problems` GSM8K problems. The pre-run server check is
+    skipped: its probes (one seeded request sent twice on purpose) are not the search's work
+    and would count in every request and duplicate-sample figure."""
     return [
         "search",
+        "--skip-check",
         "--dataset",
         "gsm8k",
         "--budget",
@@ -195,6 +200,32 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} cores (load {load}), "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python {platform.python_version()}, "
         f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
+    )
+
+
+def add_gpu_model_options(
+    parser: argparse.ArgumentParser, *, output_token_ms: float = 40.0, max_running: int = 256
+) -> None:
+    """The simulator's GPU cost model as options (see bench_server_busy.py for what it models)."""
+    parser.add_argument("--base-ms", type=float, default=20.0)
+    parser.add_argument("--prompt-token-ms", type=float, default=0.4)
+    parser.add_argument("--output-token-ms", type=float, default=output_token_ms)
+    parser.add_argument("--max-running", type=int, default=max_running)
+
+
+def gpu_model_flags(args: argparse.Namespace) -> list[str]:
+    """The simulator flags of the options `add_gpu_model_options` added."""
+    return [
+        *("--base-ms", str(args.base_ms), "--prompt-token-ms", str(args.prompt_token_ms)),
+        *("--output-token-ms", str(args.output_token_ms), "--max-running", str(args.max_running)),
+    ]
+
+
+def gpu_model_text(args: argparse.Namespace) -> str:
+    """The GPU cost model in words, for a header."""
+    return (
+        f"{args.base_ms} ms + {args.prompt_token_ms} ms/uncached prompt token + "
+        f"{args.output_token_ms} ms/output token, {args.max_running} running sequences"
     )
 
 

@@ -64,7 +64,7 @@ def search_in_process(db_path: Path, url: str, args: argparse.Namespace) -> dict
             "seed": 0,
         },
     )
-    endpoints = EndpointRequest(policy=url, reward=url)
+    endpoints = EndpointRequest(policy=url, reward=url, check=False)  # as --skip-check
     prepared, outcome = asyncio.run(run_search(db, request, endpoints, lambda _: NoEvents()))
     totals = repo.run_totals(db, prepared.run.id)
     db.close()

@@ -20,27 +20,29 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _common import header, run_cli, search_args, sim_reset, sim_stats, start_simulator
+from _common import (
+    add_gpu_model_options,
+    gpu_model_flags,
+    gpu_model_text,
+    header,
+    run_cli,
+    search_args,
+    sim_reset,
+    sim_stats,
+    start_simulator,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", type=int, default=40)
     parser.add_argument("--budget", type=int, default=16)
-    parser.add_argument("--base-ms", type=float, default=20.0)
-    parser.add_argument("--prompt-token-ms", type=float, default=0.4)
-    parser.add_argument("--output-token-ms", type=float, default=40.0)
-    parser.add_argument("--max-running", type=int, default=256)
+    add_gpu_model_options(parser)
     args = parser.parse_args()
-    latency = [
-        *("--base-ms", str(args.base_ms), "--prompt-token-ms", str(args.prompt_token_ms)),
-        *("--output-token-ms", str(args.output_token_ms)),
-        *("--max-running", str(args.max_running)),
-    ]
+    latency = gpu_model_flags(args)
     header(
         f"sampling plans: {args.problems} GSM8K problems, budget {args.budget}; policy server: "
-        f"{args.base_ms} ms + {args.prompt_token_ms} ms/uncached prompt token + "
-        f"{args.output_token_ms} ms/output token, {args.max_running} running sequences"
+        + gpu_model_text(args)
     )
     plans = [
         ("sglang-deterministic", "/generate batch", []),

@@ -27,17 +27,20 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from _common import header, run_cli, search_args, sim_reset, sim_stats, start_simulator
+from _common import (
+    add_gpu_model_options,
+    gpu_model_flags,
+    gpu_model_text,
+    header,
+    run_cli,
+    search_args,
+    sim_reset,
+    sim_stats,
+    start_simulator,
+)
 
 from rebase_cli.serving import net
 from rebase_cli.serving.router import router_command, settle
-
-
-def latency_flags(args: argparse.Namespace) -> list[str]:
-    return [
-        *("--base-ms", str(args.base_ms), "--prompt-token-ms", str(args.prompt_token_ms)),
-        *("--output-token-ms", str(args.output_token_ms), "--max-running", str(args.max_running)),
-    ]
 
 
 def start_router(stack: ExitStack, worker_urls: list[str]) -> str:
@@ -61,20 +64,16 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--budget", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--base-ms", type=float, default=20.0)
-    parser.add_argument("--prompt-token-ms", type=float, default=0.4)
-    parser.add_argument("--output-token-ms", type=float, default=20.0)
-    parser.add_argument("--max-running", type=int, default=32)
+    add_gpu_model_options(parser, output_token_ms=20.0, max_running=32)
     args = parser.parse_args()
     counts = [int(k) for k in args.workers.split(",")]
 
     header(
         f"scale-out: {args.problems} GSM8K problems, budget {args.budget}, concurrency "
-        f"{args.concurrency}; each worker: {args.base_ms} ms + {args.prompt_token_ms} ms/uncached "
-        f"prompt token + {args.output_token_ms} ms/output token, {args.max_running} running "
-        "sequences; policy behind the SGLang router, reward as several URLs"
+        f"{args.concurrency}; each worker: {gpu_model_text(args)}; "
+        "policy behind the SGLang router, reward as several URLs"
     )
-    flags = latency_flags(args)
+    flags = gpu_model_flags(args)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in counts:
