@@ -332,10 +332,6 @@ async def run_search(
         )
         cancelled = await finish_despite_cancel(preparing)
         prepared = preparing.result()
-        if check is not None and not prepared.resumed:
-            await asyncio.to_thread(
-                repo.set_run_capabilities, db, prepared.run.id, {"check": check.as_dict()}
-            )
         stored = prepared.run.capabilities_json
         previous = json.loads(stored) if stored else None
 
@@ -348,8 +344,10 @@ async def run_search(
             merged = reproducibility.merge(previous, current)
             repo.set_run_capabilities(db, prepared.run.id, merged)
 
-        # Recorded before the first level, so that a killed run still says how it sampled.
-        await asyncio.to_thread(record_capabilities)
+        # Recorded before the first level (with a new run's check), so that a killed run still
+        # says how it sampled.
+        checked = {"check": check.as_dict()} if check is not None and not prepared.resumed else None
+        await asyncio.to_thread(record_capabilities, checked)
         on_prepared(prepared, endpoints)
         ctx = SearchContext(
             db=db,
