@@ -160,7 +160,9 @@ def test_run_whose_every_problem_failed_is_not_done_and_resume_retries_it(
     """Fewer problems than the abort threshold, all failing on a dead server: the run must not
     be marked done (a done run is invisible to `--resume`), and `--resume` retries them."""
     db = tmp_path / "rebase.db"
-    sim = start_simulator("--base-ms", "20")
+    # 200 ms a request: a problem needs several levels of two requests each, so none can
+    # finish between the poll that sees the first levels and the server's stop.
+    sim = start_simulator("--base-ms", "200")
     port = port_of(sim)
     few = search_args(sim.url, budget=BUDGET, limit=3, extra=("--server-wait", "1"))
     child = start_rebase(db, *few, logs=tmp_path / "logs")
