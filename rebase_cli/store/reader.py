@@ -99,6 +99,7 @@ _ANSWER_PAIRS = (
     "WHERE p.run_id = ? AND n.terminal = 1 AND n.answer IS NOT NULL"
 )
 
+_ALL_STATUS_COUNTS = "SELECT run_id, status, count(*) FROM problem GROUP BY run_id, status"
 _STATUS_COUNTS = "SELECT status, count(*) FROM problem WHERE run_id = ? GROUP BY status"
 _COUNTER_SUMS = (
     "SELECT " + ", ".join(f"coalesce(sum({name}), 0)" for name in COUNTERS) + " "
@@ -155,16 +156,15 @@ class RunReader:
 
     def runs(self) -> list[RunListing]:
         """Every run with its problem counts by status, newest first."""
+        counts: dict[int, dict[str, int]] = {}
         with self.db.read() as session:
             runs = session.exec(select(Run).order_by(col(Run.id).desc())).all()
-            rows = session.exec(
-                select(ProblemRow.run_id, ProblemRow.status, func.count()).group_by(
-                    ProblemRow.run_id, ProblemRow.status
-                )
-            ).all()
-        counts: dict[int, dict[str, int]] = {}
-        for run_id, status, count in rows:
-            counts.setdefault(run_id, {})[status] = count
+            cursor = driver_cursor(session)
+            try:
+                for run_id, status, count in cursor.execute(_ALL_STATUS_COUNTS):
+                    counts.setdefault(run_id, {})[status] = count
+            finally:
+                cursor.close()
         return [RunListing(run_record(run), counts.get(run.id or 0, {})) for run in runs]
 
     def totals(self, run_id: int) -> RunTotals:
