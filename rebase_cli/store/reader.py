@@ -18,7 +18,7 @@ from dataclasses import fields
 
 import numpy as np
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from rebase_cli.errors import NotFoundError
 from rebase_cli.records import (
@@ -120,7 +120,7 @@ def run_record(run: Run | RunRecord) -> RunRecord:
 
 
 class RunReader:
-    """Read-only queries on `db` for the reports (see module docstring)."""
+    """Read-only queries on `db` for the reports and the run commands (see module docstring)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -159,12 +159,9 @@ class RunReader:
         counts: dict[int, dict[str, int]] = {}
         with self.db.read() as session:
             runs = session.exec(select(Run).order_by(col(Run.id).desc())).all()
-            cursor = driver_cursor(session)
-            try:
+            with _closing_cursor(session) as cursor:
                 for run_id, status, count in cursor.execute(_ALL_STATUS_COUNTS):
                     counts.setdefault(run_id, {})[status] = count
-            finally:
-                cursor.close()
         return [RunListing(run_record(run), counts.get(run.id or 0, {})) for run in runs]
 
     def totals(self, run_id: int) -> RunTotals:
@@ -287,12 +284,18 @@ class RunReader:
 
     @contextmanager
     def _cursor(self) -> Iterator[sqlite3.Cursor]:
-        with self.db.read() as session:
-            cursor = driver_cursor(session)
-            try:
-                yield cursor
-            finally:
-                cursor.close()
+        """A driver cursor in a read transaction of its own."""
+        with self.db.read() as session, _closing_cursor(session) as cursor:
+            yield cursor
+
+
+@contextmanager
+def _closing_cursor(session: Session) -> Iterator[sqlite3.Cursor]:
+    cursor = driver_cursor(session)
+    try:
+        yield cursor
+    finally:
+        cursor.close()
 
 
 def _score_set_record(row: ScoreSet) -> ScoreSetRecord:
