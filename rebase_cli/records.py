@@ -12,8 +12,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the run commands read records without paying for numpy's import
+    import numpy as np
 
 COUNTERS = (
     "policy_prompt_tokens",

@@ -15,8 +15,8 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -42,6 +42,9 @@ from rebase_cli.store.database import Database
 from rebase_cli.store.grades import AnswerReference, driver_cursor
 from rebase_cli.store.models import NodeRow, NodeScore, ProblemRow, Run, RunGroup, ScoreSet
 
+if TYPE_CHECKING:  # numpy is imported where the bulk tables are built: `rebase runs` needs none
+    import numpy as np
+
 _RUN_REF = re.compile(r"^(?:run-)?(\d+)$")
 
 _TABLE_PROBLEMS = (
@@ -64,16 +67,6 @@ _TABLE_NODES_SCORED = (
     "(n.depth << 32) | (n.ordinal << 1) | (n.terminal != 0), n.answer "
     "FROM node AS n JOIN problem AS p ON p.id = n.problem_id "
     "LEFT JOIN node_score AS s ON s.node_id = n.id AND s.score_set_id = ? WHERE p.run_id = ?"
-)
-_NODE_DTYPE = np.dtype(
-    [
-        ("id", np.int64),
-        ("parent", np.int64),
-        ("problem", np.int64),
-        ("score", np.float64),
-        ("packed", np.int64),
-        ("answer", object),
-    ]
 )
 _ALLOCATION_DEPTHS = (
     "SELECT a.depth, count(*), sum(a.children > 0), sum(a.children = 0), sum(a.children), "
@@ -319,6 +312,8 @@ def _node_records(rows: Sequence[tuple]) -> tuple[NodeRecord, ...]:
 
 
 def _problem_table(rows: Sequence[tuple]) -> ProblemTable:
+    import numpy as np
+
     columns = list(zip(*rows, strict=True)) if rows else [()] * (8 + len(COUNTERS) + 1)
     counters = {name: np.asarray(columns[8 + i], dtype=np.int64) for i, name in enumerate(COUNTERS)}
     return ProblemTable(
@@ -336,7 +331,20 @@ def _problem_table(rows: Sequence[tuple]) -> ProblemTable:
 
 
 def _node_table(rows: Sequence[tuple], problem_ids: np.ndarray) -> NodeTable:
-    table = np.array(rows, dtype=_NODE_DTYPE) if rows else np.zeros(0, dtype=_NODE_DTYPE)
+    import numpy as np
+
+    # The columns of _TABLE_NODES.
+    dtype = np.dtype(
+        [
+            ("id", np.int64),
+            ("parent", np.int64),
+            ("problem", np.int64),
+            ("score", np.float64),
+            ("packed", np.int64),
+            ("answer", object),
+        ]
+    )
+    table = np.array(rows, dtype=dtype) if rows else np.zeros(0, dtype=dtype)
     packed = table["packed"]
     # Problem ids are not in dataset order in general: map them to ProblemTable positions.
     sorter = np.argsort(problem_ids, kind="stable")
