@@ -110,3 +110,15 @@ def test_a_command_that_needs_the_store_still_loads_it(tmp_path: Path) -> None:
     assert result["code"] == 0, child.stderr
     assert json.loads(child.stdout)["up_to_date"] is True
     assert {"sqlalchemy", "sqlmodel", "alembic"} <= set(result["loaded"])
+
+
+def test_listing_runs_loads_the_store_but_not_the_reports(tmp_path: Path) -> None:
+    """`rebase runs` reads through the reports' RunReader, whose bulk tables need numpy: only
+    building those tables imports it."""
+    from rebase_cli.store.database import Database
+
+    Database.open(tmp_path / "startup.db").close()
+    result, child = run_cli(tmp_path, "runs", "--json")
+    assert result["code"] == 0, child.stderr
+    assert json.loads(child.stdout) == []
+    assert "sqlmodel" in result["loaded"] and "numpy" not in result["loaded"]

@@ -22,9 +22,9 @@ from rebase_cli.reports.defaults import (
 )
 
 if TYPE_CHECKING:  # the reports and the store pull in numpy and sqlalchemy: not for `--help`
+    from rebase_cli.records import RunRecord
     from rebase_cli.reports.grading_cache import Progress as ProgressCallback
-    from rebase_cli.store.database import Database
-    from rebase_cli.store.models import Run
+    from rebase_cli.store.reader import RunReader
 
 
 class ReportFormat(str, Enum):
@@ -141,6 +141,7 @@ def report(
     from rebase_cli.reports.compute import parse_params
     from rebase_cli.reports.selection import parse_rules
     from rebase_cli.reports.statistics import StatsOptions
+    from rebase_cli.store.reader import RunReader
 
     chosen = fmt or (_SUFFIX_FORMATS.get(output.suffix.lower()) if output else None)
     chosen = chosen or ReportFormat.table
@@ -160,7 +161,7 @@ def report(
     )
     db = open_existing_db()
     try:
-        resolved = _resolve_runs(db, runs)
+        resolved = _resolve_runs(RunReader(db), runs)
         with _grading_progress() as progress:
             document = build_report(db, resolved, options, progress)
     finally:
@@ -218,11 +219,11 @@ def tree(
 ) -> None:
     """Show the search tree of one problem: scores, children given, answers and verdicts."""
     from rebase_cli.reports.tree_view import dot_graph, load_problem_tree, rich_tree
-    from rebase_cli.store import repository
+    from rebase_cli.store.reader import RunReader
 
     db = open_existing_db()
     try:
-        loaded = load_problem_tree(db, repository.resolve_run(db, run), problem)
+        loaded = load_problem_tree(db, RunReader(db).resolve(run), problem)
     finally:
         db.close()
     if fmt is TreeFormat.dot:
@@ -247,12 +248,12 @@ def export(
 ) -> None:
     """Export a run's finished answers with their step scores and verdicts."""
     from rebase_cli.reports.export import export_run
-    from rebase_cli.store import repository
+    from rebase_cli.store.reader import RunReader
 
     check_output(output)
     db = open_existing_db()
     try:
-        resolved = repository.resolve_run(db, run)
+        resolved = RunReader(db).resolve(run)
         with _grading_progress() as progress:
             if output is None:
                 export_run(db, resolved, fmt.value, sys.stdout, progress)
@@ -265,16 +266,13 @@ def export(
     err_console.print(f"exported {written} problems of run-{resolved.id} to {output}")
 
 
-def _resolve_runs(db: Database, refs: list[str]) -> list[Run]:
+def _resolve_runs(reader: RunReader, refs: list[str]) -> list[RunRecord]:
     """Runs by reference, a group name standing for its runs (oldest first); each run once."""
-    from rebase_cli.store import repository
-    from rebase_cli.store.groups import get_group, group_runs
-
-    resolved: dict[int, Run] = {}
+    resolved: dict[int, RunRecord] = {}
     for ref in refs:
-        members = group_runs(db, ref) if get_group(db, ref) is not None else None
-        for run in members if members is not None else [repository.resolve_run(db, ref)]:
-            resolved.setdefault(run.id or 0, run)
+        members = reader.group_runs(ref)
+        for run in members if members is not None else [reader.resolve(ref)]:
+            resolved.setdefault(run.id, run)
     if not resolved:
         raise UsageError(
             f"group {refs[0]!r} has no runs yet", f"run: rebase search --group {refs[0]}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -12,6 +13,9 @@ from rich.table import Table
 from rebase_cli.cli.check_table import findings_table
 from rebase_cli.cli.common import console, open_existing_db, print_json
 from rebase_cli.runner import reproducibility
+
+if TYPE_CHECKING:  # the store pulls in sqlalchemy: not for `--help`
+    from rebase_cli.records import RunListing
 
 app = typer.Typer(help="List, inspect and delete runs.", invoke_without_command=True)
 
@@ -23,38 +27,23 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List runs: id, name, method, dataset, budget, status, progress, created."""
     if ctx.invoked_subcommand is not None:
         return
-    from rebase_cli.store import repository as repo
+    from rebase_cli.store.reader import RunReader
 
-    rows = repo.list_runs(open_existing_db())
+    listings = RunReader(open_existing_db()).runs()
     if json_output:
-        print_json(
-            [
-                {
-                    "run": f"run-{run.id}",
-                    "name": run.name,
-                    "method": run.method,
-                    "dataset": run.dataset,
-                    "budget": run.budget,
-                    "status": run.status,
-                    "simulated": run.simulated,
-                    "group": run.group_name,
-                    "problems": counts,
-                    "created_at": run.created_at.isoformat(),
-                }
-                for run, counts in rows
-            ]
-        )
+        print_json([_listing_json(listing) for listing in listings])
         return
     # Ids, names and dates never wrap or get cut: at 80 columns the dataset column (a path,
     # perhaps) folds instead.
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
     # `N` is the budget (the paper's width N): a short header keeps the row within 80 columns.
-    grouped = any(run.group_name for run, _ in rows)
+    grouped = any(listing.run.group_name for listing in listings)
     headers = ("run", "name", *(("group",) if grouped else ()), "method", "status", "N")
     for header in (*headers, "progress", "created"):
         table.add_column(header, no_wrap=True)
     table.add_column("dataset", overflow="fold", min_width=10)
-    for run, counts in rows:
+    for listing in listings:
+        run, counts = listing.run, listing.problems
         total = sum(counts.values())
         done = counts.get("done", 0)
         failed = counts.get("failed", 0)
@@ -73,18 +62,33 @@ def list_runs(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     console.print(table)
 
 
+def _listing_json(listing: RunListing) -> dict:
+    run = listing.run
+    return {
+        "run": f"run-{run.id}",
+        "name": run.name,
+        "method": run.method,
+        "dataset": run.dataset,
+        "budget": run.budget,
+        "status": run.status,
+        "simulated": run.simulated,
+        "group": run.group_name,
+        "problems": dict(listing.problems),
+        "created_at": run.created_at.isoformat(),
+    }
+
+
 @app.command("show")
 def show(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="run-42, 42, a name or latest.")],
     json_output: JsonFlag = False,
 ) -> None:
     """Show one run: config, endpoints, status and totals."""
-    from rebase_cli.store import repository as repo
-    from rebase_cli.store.score_sets import list_score_sets
+    from rebase_cli.store.reader import RunReader
 
-    db = open_existing_db()
-    run = repo.resolve_run(db, run_ref)
-    totals = repo.run_totals(db, run.id)
+    reader = RunReader(open_existing_db())
+    run = reader.resolve(run_ref)
+    totals = asdict(reader.totals(run.id))
     facts = reproducibility.read(run.capabilities_json)
     payload = {
         "run": f"run-{run.id}",
@@ -113,7 +117,7 @@ def show(
         "totals": totals,
         "score_sets": {
             s.name: {"reward_model": s.reward_model, "status": s.status}
-            for s in list_score_sets(db, run.id)
+            for s in reader.score_sets(run.id)
         },
     }
     if json_output:

@@ -14,6 +14,7 @@ import numpy as np
 
 from rebase_cli import __version__
 from rebase_cli.errors import UsageError
+from rebase_cli.records import RunRecord
 from rebase_cli.reports.accuracy import (
     accuracy_row,
     answer_table,
@@ -35,7 +36,7 @@ from rebase_cli.reports.servers import server_rows
 from rebase_cli.reports.statistics import StatsOptions, paired_comparison
 from rebase_cli.runner import reproducibility
 from rebase_cli.store.database import Database
-from rebase_cli.store.models import Run
+from rebase_cli.store.reader import RunReader, run_record
 
 SUBSAMPLED_METHODS = frozenset({"sample"})
 
@@ -66,13 +67,13 @@ class ProblemOutcomes:
 
 def build_report(
     db: Database,
-    runs: Sequence[Run],
+    runs: Sequence[RunRecord],
     options: ReportOptions = ReportOptions(),
     progress: Progress | None = None,
 ) -> dict:
     """The report document of `runs`, in the order given; two runs over the same problems also
     get a paired comparison."""
-    built = [_run_report(db, run, options, progress) for run in runs]
+    built = [_run_report(db, run_record(run), options, progress) for run in runs]
     comparison = None
     if len(built) == 2:
         comparison = compare_runs(built[0], built[1], options)
@@ -118,14 +119,14 @@ def compare_runs(
 
 
 def build_run_report(
-    db: Database, run: Run, options: ReportOptions, progress: Progress | None = None
+    db: Database, run: RunRecord, options: ReportOptions, progress: Progress | None = None
 ) -> dict:
     """One run's section of the document (see `_run_report`)."""
-    return _run_report(db, run, options, progress)[0]
+    return _run_report(db, run_record(run), options, progress)[0]
 
 
 def _run_report(
-    db: Database, run: Run, options: ReportOptions, progress: Progress | None = None
+    db: Database, run: RunRecord, options: ReportOptions, progress: Progress | None = None
 ) -> tuple[dict, ProblemOutcomes]:
     """One run's section of the document: grades its answers through the cache, applies every
     selection rule (and the subsampled budgets of a `sample` run), and adds compute, the
@@ -214,18 +215,18 @@ def _run_report(
     return report, outcomes
 
 
-def scores_section(db: Database, run: Run, name: str | None) -> dict | None:
+def scores_section(db: Database, run: RunRecord, name: str | None) -> dict | None:
     """The report's account of the score set `name` (None without one). A set that does not
     score every node is refused: its gaps would silently change which answers win."""
     if name is None:
         return None
-    from rebase_cli.store.score_sets import coverage, get_score_set
-
-    score_set = get_score_set(db, run.id or 0, name)
-    scored, total = coverage(db, score_set.id or 0, run.id or 0)
-    if scored < total:
+    reader = RunReader(db)
+    score_set = reader.score_set(run.id, name)
+    coverage = reader.coverage(score_set.id, run.id)
+    if coverage.scored < coverage.total:
         raise UsageError(
-            f"score set {name!r} of run-{run.id} scores {scored} of its {total} nodes",
+            f"score set {name!r} of run-{run.id} scores {coverage.scored} of its "
+            f"{coverage.total} nodes",
             f"finish it with: rebase rescore run-{run.id} --reward {score_set.reward_url} "
             f"--reward-protocol {score_set.reward_protocol} --name {name}",
         )
@@ -245,7 +246,7 @@ def _per_started(total: float, started: int) -> float | None:
     return None if started == 0 else total / started
 
 
-def _run_section(run: Run, partial: bool) -> dict:
+def _run_section(run: RunRecord, partial: bool) -> dict:
     return {
         "id": run.id,
         "ref": f"run-{run.id}",
@@ -276,12 +277,12 @@ def _problem_counts(data: RunData) -> dict:
     }
 
 
-def is_partial(run: Run, data: RunData) -> bool:
+def is_partial(run: RunRecord, data: RunData) -> bool:
     """A run is partial when it is not `done` or some of its problems did not finish."""
     return run.status != "done" or any(s != "done" for s in data.problems.status)
 
 
-def _labels(run: Run, data: RunData, n_counted: int) -> list[str]:
+def _labels(run: RunRecord, data: RunData, n_counted: int) -> list[str]:
     labels = []
     if run.simulated:
         labels.append(SIMULATED_LABEL)

@@ -18,7 +18,6 @@ FLOPs are left out and the report says so.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
@@ -26,7 +25,6 @@ import numpy as np
 
 from rebase_cli.errors import UsageError
 from rebase_cli.reports.loading import RunData
-from rebase_cli.store.models import Run
 
 SIMULATED_PARAMS = 7e9
 PAPER_COMPUTE_FORMULA = "policy generated tokens = sum of completion tokens of every step request"
@@ -97,15 +95,6 @@ def resolve_params(
     return ModelParams(model, None, "unknown")
 
 
-def run_config(run: Run) -> dict:
-    """The run's stored config as a dict ({} when it is missing or not a JSON object)."""
-    try:
-        config = json.loads(run.config_json or "{}")
-    except ValueError:
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def compute_summary(
     data: RunData, policy_params: float | None = None, reward_params: float | None = None
 ) -> dict:
@@ -119,7 +108,7 @@ def compute_summary(
     started = int((problems.depth_completed >= 0).sum())
     nodes = int((data.nodes.depth > 0).sum())
     answers = len(data.answers)
-    config = run_config(data.run)
+    config = data.run.config
     policy = resolve_params(data.run.policy_model, policy_params, config, "policy_params")
     reward = resolve_params(data.run.reward_model, reward_params, config, "reward_params")
     policy_tokens = totals["policy_prompt_tokens"] + totals["policy_completion_tokens"]

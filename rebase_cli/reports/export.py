@@ -19,34 +19,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TextIO
 
 from rebase_cli.errors import RebaseError
 from rebase_cli.prompts import load_template
-from rebase_cli.reports.compute import run_config
+from rebase_cli.records import NodeRecord, ProblemNodes, ProblemRecord, RunRecord
 from rebase_cli.reports.grading_cache import Progress, grade_pairs
 from rebase_cli.store.database import Database
-from rebase_cli.store.grades import driver_cursor
-from rebase_cli.store.models import Run
+from rebase_cli.store.reader import RunReader, run_record
 
 FORMATS = ("jsonl", "reference")
 DEFAULT_LAYOUT_TEMPLATE = "llemma-metamath"
-
-_PROBLEMS = (
-    "SELECT id, dataset_index, source_id, question, reference_answer, status, error, "
-    "policy_prompt_tokens, policy_completion_tokens, reward_tokens "
-    "FROM problem WHERE run_id = ? ORDER BY dataset_index"
-)
-_ANSWER_PAIRS = (
-    "SELECT DISTINCT n.answer, p.reference_answer FROM node AS n "
-    "JOIN problem AS p ON p.id = n.problem_id "
-    "WHERE p.run_id = ? AND n.terminal = 1 AND n.answer IS NOT NULL"
-)
-_NODES = (
-    "SELECT id, parent_id, depth, ordinal, text, score, terminal, terminal_reason, answer "
-    "FROM node WHERE problem_id = ? ORDER BY depth, ordinal"
-)
 
 
 @dataclass(frozen=True)
@@ -71,22 +55,15 @@ class FinishedPath:
 
 
 @dataclass(frozen=True)
-class ProblemExport:
-    index: int
-    source_id: str
-    question: str
-    reference: str
-    status: str
-    error: str | None
-    policy_prompt_tokens: int
-    policy_completion_tokens: int
-    reward_tokens: int
-    answers: tuple[FinishedPath, ...]
+class ProblemExport(ProblemRecord):
+    """A problem with its finished paths in (depth, ordinal) order."""
+
+    answers: tuple[FinishedPath, ...] = ()
 
 
-def path_format(run: Run) -> PathFormat:
+def path_format(run: RunRecord) -> PathFormat:
     """The step delimiter and PRM step tag of the run's template (the paper's, if unknown)."""
-    name = run_config(run).get("template") or DEFAULT_LAYOUT_TEMPLATE
+    name = run.config.get("template") or DEFAULT_LAYOUT_TEMPLATE
     try:
         template = load_template(str(name))
     except RebaseError:  # a template file that moved or no longer parses: the defaults
@@ -97,11 +74,12 @@ def path_format(run: Run) -> PathFormat:
 
 
 def export_run(
-    db: Database, run: Run, fmt: str, out: TextIO, progress: Progress | None = None
+    db: Database, run: RunRecord, fmt: str, out: TextIO, progress: Progress | None = None
 ) -> int:
     """Write the export of `run` in `fmt` ("jsonl" or "reference") to `out`; returns the
     number of problems written."""
-    verdicts = _grade_all(db, run, progress)
+    run = run_record(run)
+    verdicts, _ = grade_pairs(db, run.dataset, RunReader(db).answer_pairs(run.id), progress)
     layout = path_format(run)
     written = 0
     if fmt == "reference":
@@ -161,75 +139,45 @@ def reference_record(problem: ProblemExport, layout: PathFormat) -> dict:
 
 
 def iter_problems(
-    db: Database, run: Run, verdicts: dict[tuple[str, str], bool]
+    db: Database, run: RunRecord, verdicts: dict[tuple[str, str], bool]
 ) -> Iterator[ProblemExport]:
     """The run's problems in dataset order with their finished paths (one query each)."""
-    with db.read() as session:
-        cursor = driver_cursor(session)
-        try:
-            problems = cursor.execute(_PROBLEMS, (run.id,)).fetchall()
-            for problem in problems:
-                nodes = cursor.execute(_NODES, (problem[0],)).fetchall()
-                yield _problem(problem, nodes, verdicts)
-        finally:
-            cursor.close()
+    for stored in RunReader(db).iter_problem_nodes(run.id):
+        yield _problem(stored, verdicts)
 
 
-def _grade_all(db: Database, run: Run, progress: Progress | None) -> dict[tuple[str, str], bool]:
-    with db.read() as session:
-        cursor = driver_cursor(session)
-        try:
-            pairs = [tuple(row) for row in cursor.execute(_ANSWER_PAIRS, (run.id,)).fetchall()]
-        finally:
-            cursor.close()
-    verdicts, _ = grade_pairs(db, run.dataset, pairs, progress)  # type: ignore[arg-type]
-    return verdicts
-
-
-def _problem(
-    problem: tuple, nodes: list[tuple], verdicts: dict[tuple[str, str], bool]
-) -> ProblemExport:
-    _, index, source_id, question, reference, status, error, prompt_t, completion_t, reward_t = (
-        problem
-    )
-    by_id = {row[0]: row for row in nodes}
+def _problem(stored: ProblemNodes, verdicts: dict[tuple[str, str], bool]) -> ProblemExport:
+    problem = stored.problem
+    by_id = {node.id: node for node in stored.nodes}
     answers = []
-    for node_id, _, depth, ordinal, _, _, terminal, reason, answer in nodes:
-        if not terminal or answer is None:
+    for node in stored.nodes:
+        if not node.terminal or node.answer is None:
             continue
-        path = _path(by_id, node_id)
+        path = _path(by_id, node.id)
         answers.append(
             FinishedPath(
-                node_id=node_id,
-                depth=depth,
-                ordinal=ordinal,
-                terminal_reason=reason,
-                answer=answer,
-                correct=verdicts.get((answer, reference)),
-                steps=tuple(step[4] for step in path),
-                step_scores=tuple(step[5] for step in path),
+                node_id=node.id,
+                depth=node.depth,
+                ordinal=node.ordinal,
+                terminal_reason=node.terminal_reason,
+                answer=node.answer,
+                correct=verdicts.get((node.answer, problem.reference)),
+                steps=tuple(step.text for step in path),
+                step_scores=tuple(step.score for step in path),
             )
         )
     return ProblemExport(
-        index,
-        source_id,
-        question,
-        reference,
-        status,
-        error,
-        prompt_t,
-        completion_t,
-        reward_t,
-        tuple(answers),
+        **{f.name: getattr(problem, f.name) for f in fields(ProblemRecord)},
+        answers=tuple(answers),
     )
 
 
-def _path(by_id: dict[int, tuple], node_id: int) -> list[tuple]:
-    """The node rows from depth 1 down to `node_id` (the root is left out)."""
+def _path(by_id: dict[int, NodeRecord], node_id: int) -> list[NodeRecord]:
+    """The nodes from depth 1 down to `node_id` (the root is left out)."""
     path = []
     current = by_id.get(node_id)
-    while current is not None and current[2] > 0:
+    while current is not None and current.depth > 0:
         path.append(current)
-        current = by_id.get(current[1])
+        current = by_id.get(current.parent_id) if current.parent_id is not None else None
     path.reverse()
     return path

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 
-from rebase_cli.store.models import Run
+from rebase_cli.records import RunRecord
 
 FIGURES = ("requests", "failed_attempts", "tokens", "outages", "problems_moved_away")
 
 
-def server_rows(run: Run) -> list[dict]:
+def server_rows(run: RunRecord) -> list[dict]:
     """One row per server: role, url and FIGURES, policy servers first."""
     try:
         capabilities = json.loads(run.capabilities_json or "{}")

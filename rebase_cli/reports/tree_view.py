@@ -9,43 +9,26 @@ deeper nodes and says how many were hidden below each cut.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from rich.markup import escape
 from rich.tree import Tree
 
-from rebase_cli.errors import NotFoundError
+from rebase_cli.records import NodeAllocation, NodeRecord, RunRecord
 from rebase_cli.reports.grading_cache import grade_pairs
 from rebase_cli.reports.labels import SIMULATED_LABEL
 from rebase_cli.store.database import Database
-from rebase_cli.store.grades import driver_cursor
-from rebase_cli.store.models import Run
+from rebase_cli.store.reader import RunReader, run_record
 
-_PROBLEM = (
-    "SELECT id, dataset_index, question, reference_answer, status, error FROM problem "
-    "WHERE run_id = ? AND dataset_index = ?"
-)
-_NODES = (
-    "SELECT id, parent_id, depth, ordinal, text, score, terminal, terminal_reason, answer "
-    "FROM node WHERE problem_id = ? ORDER BY depth, ordinal"
-)
-_ALLOCATIONS = "SELECT node_id, children, weight, subtree FROM allocation WHERE problem_id = ?"
 _TEXT_CHARS = 72
 
 
 @dataclass(frozen=True)
-class TreeNode:
-    id: int
-    parent_id: int | None
-    depth: int
-    ordinal: int
-    text: str
-    score: float
-    terminal: bool
-    terminal_reason: str | None
-    answer: str | None
-    children_given: int | None
-    correct: bool | None
+class TreeNode(NodeRecord):
+    """A stored node with the decision on it and, for a finished answer, its verdict."""
+
+    children_given: int | None = None
+    correct: bool | None = None
     weight: float | None = None
     subtree: int | None = None
     resampled: bool = False
@@ -55,7 +38,7 @@ class TreeNode:
 class ProblemTree:
     """A problem's nodes in (depth, ordinal) order; `children` maps node id → child ids."""
 
-    run: Run
+    run: RunRecord
     index: int
     question: str
     reference: str
@@ -72,45 +55,24 @@ class ProblemTree:
         return {node.id: node for node in self.nodes}
 
 
-def load_problem_tree(db: Database, run: Run, index: int) -> ProblemTree:
+def load_problem_tree(db: Database, run: RunRecord, index: int) -> ProblemTree:
     """The tree of problem `index` (dataset index) of `run`, with verdicts on its answers."""
-    with db.read() as session:
-        cursor = driver_cursor(session)
-        try:
-            problem = cursor.execute(_PROBLEM, (run.id, index)).fetchone()
-            if problem is None:
-                raise NotFoundError(
-                    f"run-{run.id} has no problem with dataset index {index}",
-                    "problem numbers are 0-based dataset indices",
-                )
-            rows = cursor.execute(_NODES, (problem[0],)).fetchall()
-            given = {
-                row[0]: row[1:] for row in cursor.execute(_ALLOCATIONS, (problem[0],)).fetchall()
-            }
-        finally:
-            cursor.close()
-    reference = problem[3]
-    answers = {row[8] for row in rows if row[6] and row[8] is not None}
+    run = run_record(run)
+    stored = RunReader(db).problem_tree(run.id, index)
+    problem, given = stored.problem, stored.allocations
+    reference = problem.reference
+    answers = {n.answer for n in stored.nodes if n.terminal and n.answer is not None}
     verdicts, _ = grade_pairs(db, run.dataset, [(a, reference) for a in sorted(answers)])
+    # A particle filtering node's children are its resampled copies (from depth 1 on).
+    particle = run.method == "particle"
     nodes = tuple(
-        TreeNode(
-            id=row[0],
-            parent_id=row[1],
-            depth=row[2],
-            ordinal=row[3],
-            text=row[4],
-            score=row[5],
-            terminal=bool(row[6]),
-            terminal_reason=row[7],
-            answer=row[8],
-            children_given=given[row[0]][0] if row[0] in given else None,
-            correct=verdicts.get((row[8], reference)) if row[6] and row[8] is not None else None,
-            weight=given[row[0]][1] if row[0] in given else None,
-            subtree=given[row[0]][2] if row[0] in given else None,
-            # A particle filtering node's children are its resampled copies (from depth 1 on).
-            resampled=run.method == "particle" and row[2] > 0,
+        _tree_node(
+            n,
+            given.get(n.id),
+            verdicts.get((n.answer, reference)) if n.terminal and n.answer is not None else None,
+            resampled=particle and n.depth > 0,
         )
-        for row in rows
+        for n in stored.nodes
     )
     children: dict[int, list[int]] = {}
     for node in nodes:
@@ -118,13 +80,26 @@ def load_problem_tree(db: Database, run: Run, index: int) -> ProblemTree:
             children.setdefault(node.parent_id, []).append(node.id)
     return ProblemTree(
         run=run,
-        index=problem[1],
-        question=problem[2],
+        index=problem.index,
+        question=problem.question,
         reference=reference,
-        status=problem[4],
-        error=problem[5],
+        status=problem.status,
+        error=problem.error,
         nodes=nodes,
         children={k: tuple(v) for k, v in children.items()},
+    )
+
+
+def _tree_node(
+    node: NodeRecord, decision: NodeAllocation | None, correct: bool | None, resampled: bool
+) -> TreeNode:
+    return TreeNode(
+        **{f.name: getattr(node, f.name) for f in fields(NodeRecord)},
+        children_given=None if decision is None else decision.children,
+        correct=correct,
+        weight=None if decision is None else decision.weight,
+        subtree=None if decision is None else decision.subtree,
+        resampled=resampled,
     )
 
 

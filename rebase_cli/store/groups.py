@@ -39,14 +39,6 @@ def get_group(db: Database, name: str) -> RunGroup | None:
         return session.exec(select(RunGroup).where(RunGroup.name == name)).first()
 
 
-def group_runs(db: Database, name: str) -> list[Run]:
-    """The runs of group `name`, oldest first."""
-    with db.read() as session:
-        return list(
-            session.exec(select(Run).where(Run.group_name == name).order_by(col(Run.id))).all()
-        )
-
-
 def find_group_run(db: Database, name: str, fingerprint: str) -> Run | None:
     """The newest run of group `name` with this config fingerprint, whatever its status."""
     with db.read() as session:

@@ -1,16 +1,18 @@
 """Named score sets: another PRM's scores of a run's nodes. Each public function is exactly
-one transaction; the scores of one level of one problem are written together."""
+one transaction; the scores of one level of one problem are written together. The reports'
+queries on score sets (lookup, coverage, listing) are in `store/reader.py`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func
 from sqlmodel import col, select
 
-from rebase_cli.errors import ConfigError, NotFoundError
+from rebase_cli.errors import ConfigError
+from rebase_cli.records import ScoreSetRecord
 from rebase_cli.store.database import Database
-from rebase_cli.store.models import NodeRow, NodeScore, ProblemRow, ScoreSet
+from rebase_cli.store.models import NodeRow, NodeScore, ScoreSet
+from rebase_cli.store.reader import RunReader
 
 
 def open_score_set(
@@ -44,20 +46,9 @@ def open_score_set(
         return created
 
 
-def get_score_set(db: Database, run_id: int, name: str) -> ScoreSet:
-    with db.read() as session:
-        found = session.exec(
-            select(ScoreSet).where(ScoreSet.run_id == run_id, ScoreSet.name == name)
-        ).first()
-        if found is None:
-            names = session.exec(select(ScoreSet.name).where(ScoreSet.run_id == run_id)).all()
-            raise NotFoundError(
-                f"run-{run_id} has no score set {name!r}",
-                f"its sets: {', '.join(names)}"
-                if names
-                else f"make one with: rebase rescore run-{run_id} --reward URL --name {name}",
-            )
-        return found
+def get_score_set(db: Database, run_id: int, name: str) -> ScoreSetRecord:
+    """The run's score set `name` as the reader returns it (NotFoundError if missing)."""
+    return RunReader(db).score_set(run_id, name)
 
 
 def scored_nodes(db: Database, score_set_id: int, problem_id: int) -> dict[int, float]:
@@ -84,29 +75,3 @@ def set_status(db: Database, score_set_id: int, status: str, error: str | None =
         if found is not None:
             found.status, found.error = status, error
             session.add(found)
-
-
-def coverage(db: Database, score_set_id: int, run_id: int) -> tuple[int, int]:
-    """(nodes of the run below the roots that the set scores, all such nodes)."""
-    with db.read() as session:
-        total = session.exec(
-            select(func.count())
-            .select_from(NodeRow)
-            .join(ProblemRow, col(ProblemRow.id) == col(NodeRow.problem_id))
-            .where(ProblemRow.run_id == run_id, NodeRow.depth > 0)
-        ).one()
-        scored = session.exec(
-            select(func.count())
-            .select_from(NodeScore)
-            .where(NodeScore.score_set_id == score_set_id)
-        ).one()
-        return int(scored), int(total)
-
-
-def list_score_sets(db: Database, run_id: int) -> list[ScoreSet]:
-    with db.read() as session:
-        return list(
-            session.exec(
-                select(ScoreSet).where(ScoreSet.run_id == run_id).order_by(col(ScoreSet.id))
-            ).all()
-        )
