@@ -575,3 +575,13 @@ def test_simulated_faults_are_retried_and_counted(sim_problem):
 
     retries = run_against_sim({"faults": FaultConfig(**faults)}, go)
     assert retries > 0  # with 60% of model requests failing, 20 calls cannot all pass at once
+
+
+def test_every_reward_protocol_has_an_adapter_that_speaks_it() -> None:
+    from rebase_cli.params import RewardProtocol
+
+    for protocol in RewardProtocol:
+        assert make_reward_client(protocol, "http://127.0.0.1:9").protocol == protocol
+    with pytest.raises(ConfigError) as caught:
+        make_reward_client("logits", "http://127.0.0.1:9")
+    assert "use one of score, classify, pooling" in caught.value.one_line()
