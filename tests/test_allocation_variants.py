@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rebase_cli.domain import NodeSnapshot
-from rebase_cli.errors import ConfigError
-from rebase_cli.search import allocate_rebase, get_strategy
+from rebase_cli.search import allocate_rebase
 from rebase_cli.search.shares import rounded_shares, truncated_count
 
 BIG = 10**9
@@ -95,11 +94,6 @@ def test_truncate_keeps_the_terminal_accounting():
     decision = allocate(nodes, 5, truncate_ratio=0.34)  # ceil(3 * 0.34) = 2 of the 3 open
     assert decision.remaining_width == 4
     assert [(e.key, e.children) for e in decision.expansions][2] == (3, 0)
-
-
-def test_bad_truncate_ratio_is_a_config_error():
-    with pytest.raises(ConfigError, match="truncate_ratio"):
-        get_strategy("rebase", {"width": 4, "truncate_ratio": 1.5})
 
 
 # --- the paper's Round(W * softmax) -------------------------------------------------------

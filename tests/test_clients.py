@@ -47,7 +47,7 @@ def expand(server, n=3, seed=10, **client_args):
         client = PolicyClient(server.url, retry=client_args.pop("retry", FAST), **client_args)
         try:
             batch = await client.expand(
-                "Q: 1+1?\n", n, stop=STOP, max_tokens=64, temperature=0.7, top_p=0.9, seed=seed
+                "Q: 1+1?\n", n, stop=STOP, max_new_tokens=64, temperature=0.7, top_p=0.9, seed=seed
             )
             return batch, client.capabilities
         finally:
@@ -166,9 +166,9 @@ def test_a_server_that_ignores_n_gets_the_rest_as_separate_seeded_requests(serve
 
     async def go():
         client = PolicyClient(server.url, retry=FAST)
-        first = await client.expand("p", 4, stop=STOP, max_tokens=8, temperature=1.0, seed=10)
+        first = await client.expand("p", 4, stop=STOP, max_new_tokens=8, temperature=1.0, seed=10)
         caps = client.capabilities
-        second = await client.expand("p", 3, stop=STOP, max_tokens=8, temperature=1.0, seed=50)
+        second = await client.expand("p", 3, stop=STOP, max_new_tokens=8, temperature=1.0, seed=50)
         await client.aclose()
         return first, caps, second
 
@@ -278,7 +278,7 @@ def test_a_dead_server_is_retried_until_the_time_bound_then_reported_unreachable
     async def go():
         client = PolicyClient(f"http://127.0.0.1:{port}/v1/", model="m", retry=policy)
         try:
-            await client.expand("p", 1, stop=STOP, max_tokens=8, temperature=1.0)
+            await client.expand("p", 1, stop=STOP, max_new_tokens=8, temperature=1.0)
         finally:
             await client.aclose()
 
@@ -299,7 +299,10 @@ def test_requests_in_flight_are_capped_per_endpoint(server):
     async def go():
         client = PolicyClient(server.url, model="m", retry=FAST, max_in_flight=3)
         await asyncio.gather(
-            *(client.expand(f"p{i}", 1, stop=STOP, max_tokens=8, temperature=1.0) for i in range(8))
+            *(
+                client.expand(f"p{i}", 1, stop=STOP, max_new_tokens=8, temperature=1.0)
+                for i in range(8)
+            )
         )
         await client.aclose()
 
@@ -518,7 +521,7 @@ def test_policy_and_every_reward_protocol_work_against_the_simulator(sim_problem
             template.render(problem.question),
             4,
             stop=list(template.stop),
-            max_tokens=256,
+            max_new_tokens=256,
             temperature=1.0,
             seed=1,
         )
@@ -561,7 +564,7 @@ def test_simulated_faults_are_retried_and_counted(sim_problem):
         retries = 0
         for seed in range(10):
             batch = await policy.expand(
-                prompt, 2, stop=list(template.stop), max_tokens=256, temperature=1.0, seed=seed
+                prompt, 2, stop=list(template.stop), max_new_tokens=256, temperature=1.0, seed=seed
             )
             scored = await reward.score(problem.question, [], [c.text for c in batch.completions])
             assert len(batch.completions) == 2 and len(scored.scores) == 2
@@ -572,3 +575,13 @@ def test_simulated_faults_are_retried_and_counted(sim_problem):
 
     retries = run_against_sim({"faults": FaultConfig(**faults)}, go)
     assert retries > 0  # with 60% of model requests failing, 20 calls cannot all pass at once
+
+
+def test_every_reward_protocol_has_an_adapter_that_speaks_it() -> None:
+    from rebase_cli.params import RewardProtocol
+
+    for protocol in RewardProtocol:
+        assert make_reward_client(protocol, "http://127.0.0.1:9").protocol == protocol
+    with pytest.raises(ConfigError) as caught:
+        make_reward_client("logits", "http://127.0.0.1:9")
+    assert "use one of score, classify, pooling" in caught.value.one_line()

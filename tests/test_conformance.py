@@ -107,7 +107,7 @@ def policy_bodies(server_kind: str) -> list[Any]:
 
     async def go():
         client = PolicyClient(fake.url, retry=FAST, server=server_kind)
-        await client.expand("Q\n", 3, stop=["\n"], max_tokens=64, temperature=1.0, seed=9)
+        await client.expand("Q\n", 3, stop=["\n"], max_new_tokens=64, temperature=1.0, seed=9)
         await client.aclose()
 
     try:

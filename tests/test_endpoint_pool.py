@@ -165,10 +165,10 @@ def test_policy_client_spreads_problems_over_its_servers() -> None:
                 for key in range(2):
                     with affinity.bound_to(key):
                         batch = await client.expand(
-                            prompt, 3, stop=["\n"], max_tokens=64, temperature=1.0, seed=key
+                            prompt, 3, stop=["\n"], max_new_tokens=64, temperature=1.0, seed=key
                         )
                     alone = await single.expand(
-                        prompt, 3, stop=["\n"], max_tokens=64, temperature=1.0, seed=key
+                        prompt, 3, stop=["\n"], max_new_tokens=64, temperature=1.0, seed=key
                     )
                     # A pool answers what one server answers: the server is not in the sample.
                     assert [c.text for c in batch.completions] == [

@@ -53,7 +53,7 @@ def expand_twice(url: str, prompt: str, *, server: str | None = None, max_n: int
         client = PolicyClient(url, retry=FAST, server=server, max_n=max_n)
         try:
             batch = await client.expand(
-                prompt, N, stop=list(TEMPLATE.stop), max_tokens=256, temperature=1.0, seed=77
+                prompt, N, stop=list(TEMPLATE.stop), max_new_tokens=256, temperature=1.0, seed=77
             )
             return batch, client.capabilities
         finally:
@@ -176,7 +176,7 @@ def test_node_tokens_are_the_token_id_counts_not_a_share_of_the_usage(vllm_fake)
 
     async def go():
         client = PolicyClient(vllm_fake.url, retry=FAST)
-        batch = await client.expand("p", 2, stop=["\n"], max_tokens=9, temperature=1.0, seed=1)
+        batch = await client.expand("p", 2, stop=["\n"], max_new_tokens=9, temperature=1.0, seed=1)
         await client.aclose()
         return batch, client.capabilities
 
@@ -200,7 +200,7 @@ def test_vllm_eos_is_terminal_eos_and_not_a_step_end(vllm_fake):
     async def go():
         client = PolicyClient(vllm_fake.url, retry=FAST)
         batch = await client.expand(
-            "p", 2, stop=list(TEMPLATE.stop), max_tokens=64, temperature=1.0, seed=1
+            "p", 2, stop=list(TEMPLATE.stop), max_new_tokens=64, temperature=1.0, seed=1
         )
         await client.aclose()
         return batch

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rebase_cli.cli.config_flags import Flag, config_flags
 from rebase_cli.errors import ConfigError
 from rebase_cli.runner.config import (
     KNOWN_KEYS,
@@ -154,3 +155,135 @@ def test_whole_solution_mode_is_refused_for_methods_that_would_ignore_it() -> No
     with pytest.raises(ConfigError, match="sample_mode 'whole' applies to method 'sample' only"):
         build_config({"budget": 4, "method": "dvts", "sample_mode": "whole"})
     assert build_config({"budget": 4, "method": "sample", "sample_mode": "whole"}).budget == 4
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"beam_expansion": 0}, "invalid beam_expansion=0"),
+        ({"particle_temperature": 0}, "invalid particle_temperature=0"),
+        ({"seed": -1}, "invalid seed=-1"),
+        ({"max_tokens": 0}, "invalid max_tokens=0"),
+        ({"max_depth": 0}, "invalid max_depth=0"),
+        ({"tie_order": "random"}, "invalid tie_order='random'"),
+        (
+            {"select_method": "softmax_with_truncate", "truncate_ratio": 1.5},
+            "invalid truncate_ratio=1.5",
+        ),
+    ],
+)
+def test_values_no_strategy_can_use_are_refused_by_the_config(values: dict, message: str) -> None:
+    # The config is the one place search parameters are checked; the strategies trust it.
+    with pytest.raises(ConfigError) as caught:
+        build_config({"budget": 4, **values})
+    assert message in caught.value.one_line()
+
+
+def test_strategy_params_carry_every_strategy_parameter_under_its_strategy_name() -> None:
+    from dataclasses import fields
+
+    from rebase_cli.search import StrategyParams
+
+    config = build_config(
+        {
+            "budget": 12, "balance_temperature": 0.7, "max_tokens": 999, "max_depth": 9,
+            "beam_expansion": 3, "tie_order": "later-first", "share_rounding": "round",
+            "select_method": "softmax_with_truncate", "truncate_ratio": 0.5,
+            "particle_temperature": 0.9, "seed": 5,
+        }
+    )  # fmt: skip
+    params = config.strategy_params()
+    assert (params.width, params.max_path_tokens) == (12, 999)
+    # Every field differs from StrategyParams' own default, so none was left unmapped.
+    defaults = StrategyParams(width=1)
+    unmapped = [
+        f.name for f in fields(params) if getattr(params, f.name) == getattr(defaults, f.name)
+    ]
+    assert unmapped == []
+
+
+def test_parameter_kinds_and_reference_names_are_those_of_the_stored_runs() -> None:
+    # Derived from each field's Param: these sets are the fingerprint's inputs and the keys
+    # of the authors' YAML files that must keep working.
+    from rebase_cli.runner.config import OPERATIONAL_KEYS, REFERENCE_ALIASES
+
+    assert sorted(OPERATIONAL_KEYS) == [
+        "concurrency", "limit", "max_in_flight", "max_retries", "policy_params",
+        "request_timeout", "reward_params", "server_wait",
+    ]  # fmt: skip
+    assert REFERENCE_ALIASES == {
+        "width": "budget", "softmax_temperature": "balance_temperature",
+        "num_threads": "concurrency", "num_samples": "budget", "beam_width": "budget",
+        "expansion": "beam_expansion", "max_new_tokens": "max_step_tokens",
+        "prompt_template": "template",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("values", "digest"),
+    [
+        ({"budget": 16}, "93cd2c02e9b167df6dd2071bc577fe5ea69f7927cb0cb54cd9d46f7c43ba15c6"),
+        (
+            {"budget": 16, "method": "particle", "particle_temperature": 0.5},
+            "92c8fffd2ce6435390dec58f0fcbaf2d72d916e26f5d6d59f688586d58943b47",
+        ),
+        (
+            {"budget": 8, "method": "sample", "sample_mode": "whole", "concurrency": 3},
+            "45c9b1c3af173522e5fdbeac8ad6e056317698acab687ae948e0ec3a630e3ff6",
+        ),
+        (
+            {"budget": 4, "profile": "reference"},
+            "db1d941546df70470fca628c1bd31a7046bcfc9b24202297db87eaaac5dfa9b8",
+        ),
+        (
+            {"budget": 4, "select_method": "softmax_with_truncate", "truncate_ratio": 0.5,
+             "share_rounding": "round", "reward_protocol": "classify", "samples_per_request": 1},
+            "8410b0a53420b2610a8a368aa5ff8e581a5b07ffd76c97c938bf82d97688431c",
+        ),
+    ],
+)  # fmt: skip
+def test_fingerprints_of_stored_runs_do_not_move(values: dict, digest: str) -> None:
+    # Digests of runs made before the parameters were defined once: --resume must find them.
+    assert fingerprint(build_config(values), "sha", "tpl") == digest
+
+
+def test_every_flagged_parameter_is_a_search_option_with_the_models_help_and_panel() -> None:
+    import typer
+
+    from rebase_cli.cli.search_cmd import search
+    from rebase_cli.runner.config import PARAMETERS
+
+    app = typer.Typer()
+    app.command()(search)
+    options = {p.name: p for p in typer.main.get_command(app).params}
+    for name, param in PARAMETERS.items():
+        if param.panel is None:
+            assert name not in options
+            continue
+        option = options[name]
+        assert option.opts == [f"--{name.replace('_', '-')}"]
+        assert option.help.startswith(param.help) and option.rich_help_panel == param.panel
+
+
+def test_config_flags_give_the_command_the_values_given_by_key() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    received: dict = {}
+
+    @config_flags
+    def command(budget: Flag = None, method: Flag = None, *, overrides: dict) -> None:
+        received.update(overrides=overrides, budget=budget, method=method)
+
+    app = typer.Typer()
+    app.command()(command)
+    args = ["--budget", "4,8", "--seed", "3", "--max-tokens", "99", "--tie-order", "later-first"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    # The sweep axes stay text for the command to split; the rest arrive typed, by key, and
+    # only when given (a flag left out must not hide the config file's value).
+    assert received == {
+        "overrides": {"seed": 3, "max_tokens": 99, "tie_order": "later-first"},
+        "budget": "4,8",
+        "method": None,
+    }

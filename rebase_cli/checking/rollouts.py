@@ -43,7 +43,7 @@ async def rollout(
     path_tokens = delimiter_ends = 0
     for depth in range(1, max_depth + 1):
         batch = await policy.expand(
-            prompt, 1, stop=template.stop, max_tokens=max_step_tokens,
+            prompt, 1, stop=template.stop, max_new_tokens=max_step_tokens,
             temperature=temperature, top_p=top_p, seed=seed + depth,
         )  # fmt: skip
         tally.retries += batch.retries

@@ -53,6 +53,7 @@ def check(
     differently."""
     import asyncio
 
+    from rebase_cli.cli.search_cmd import read_config_file
     from rebase_cli.datasets import FieldMap
     from rebase_cli.runner.check_service import check_servers
     from rebase_cli.runner.service import EndpointRequest
@@ -73,7 +74,7 @@ def check(
     run_request = RunRequest(
         dataset=dataset,
         overrides={k: v for k, v in explicit.items() if v is not None},
-        config_file=config,
+        config_file=read_config_file(config) if config is not None else None,
         fields=FieldMap(question=question_field, answer=answer_field)
         if question_field or answer_field
         else None,

@@ -9,55 +9,38 @@ import typer
 from rich.markup import escape
 
 from rebase_cli.cli.common import console, err_console, open_db, print_json, with_db
+from rebase_cli.cli.config_flags import Flag, config_flags
 from rebase_cli.errors import UsageError
-from rebase_cli.runner.config import SearchConfig
+from rebase_cli.runner.config import ENDPOINTS, OPERATION, OUTPUT, WHAT, ConfigFile
 
 if TYPE_CHECKING:  # the run set-up pulls in the store (sqlalchemy), which `--help` need not pay for
     from rebase_cli.runner.setup import RunAlreadyDone, RunRequest
 
-# Help panels; options added later slot into one of these.
-WHAT = "What to search"
-PARAMS = "Search parameters"
-ENDPOINTS = "Endpoints"
-PAPER = "Paper and authors' code switches"
-OPERATION = "Concurrency and timeouts"
-OUTPUT = "Run and output"
 
-
-def Opt(*names: str, panel: str, help: str, default: str | None = None, **kw: Any) -> Any:
-    """An option in a help panel. `default` names the key of SearchConfig whose default is
-    shown (the flag itself defaults to None, so that a config file's value can win); a
-    `[...]` note in `help` is shown literally, not read as rich markup."""
-    if default is not None:
-        value = SearchConfig.model_fields[default].default
-        help = f"{help} [default: {'all' if value is None else value}]"
+def Opt(*names: str, panel: str, help: str, **kw: Any) -> Any:
+    """An option in a help panel; a `[...]` note in `help` is shown literally, not read as
+    rich markup."""
     return typer.Option(*names, help=escape(help), rich_help_panel=panel, show_default=False, **kw)
 
 
+def read_config_file(path: Path) -> ConfigFile:
+    """The --config file, read once for the whole command; its notices (keys accepted but not
+    used) are shown on stderr."""
+    config_file = ConfigFile.read(path)
+    for notice in config_file.notices:
+        err_console.print(f"[yellow]notice[/]: {notice}", highlight=False)
+    return config_file
+
+
+@config_flags
 def search(
     dataset: Annotated[
         str | None,
         Opt(panel=WHAT, help="gsm8k, math500, or a JSONL file. [required unless --run]"),
     ] = None,
-    budget: Annotated[
-        str | None,
-        Opt(
-            panel=WHAT,
-            help="Width N: paths per problem; a list (4,8,16) runs a sweep. "
-            "[required unless in --config/--run]",
-        ),
-    ] = None,
-    method: Annotated[
-        str | None,
-        Opt(
-            panel=WHAT,
-            help="rebase, sample, beam, dvts or particle; a list (rebase,sample) runs a sweep.",
-            default="method",
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None, Opt(panel=WHAT, help="Only the first K problems.", default="limit")
-    ] = None,
+    budget: Flag = None,
+    method: Flag = None,
+    limit: Flag = None,
     config: Annotated[
         Path | None, Opt(panel=WHAT, help="YAML config (reference-code keys work).")
     ] = None,
@@ -77,114 +60,26 @@ def search(
             "[default: the first of answer, final_answer, target, output]",
         ),
     ] = None,
-    template: Annotated[
-        str | None, Opt(panel=PARAMS, help="Prompt template name or YAML path.", default="template")
-    ] = None,
-    balance_temperature: Annotated[
-        float | None,
-        Opt(panel=PARAMS, help="REBASE softmax temperature.", default="balance_temperature"),
-    ] = None,
-    temperature: Annotated[
-        float | None, Opt(panel=PARAMS, help="Policy sampling temperature.", default="temperature")
-    ] = None,
-    top_p: Annotated[
-        float | None, Opt(panel=PARAMS, help="Policy nucleus sampling.", default="top_p")
-    ] = None,
-    max_step_tokens: Annotated[
-        int | None, Opt(panel=PARAMS, help="Max tokens per step.", default="max_step_tokens")
-    ] = None,
-    max_tokens: Annotated[
-        int | None, Opt(panel=PARAMS, help="Max tokens per path.", default="max_tokens")
-    ] = None,
-    max_depth: Annotated[
-        int | None, Opt(panel=PARAMS, help="Max steps per path.", default="max_depth")
-    ] = None,
-    beam_expansion: Annotated[
-        int | None,
-        Opt(panel=PARAMS, help="Beam and DVTS expansion M.", default="beam_expansion"),
-    ] = None,
-    particle_temperature: Annotated[
-        float | None,
-        Opt(
-            panel=PARAMS,
-            help="Particle filtering resampling temperature.",
-            default="particle_temperature",
-        ),
-    ] = None,
-    sample_mode: Annotated[
-        str | None,
-        Opt(
-            panel=PARAMS,
-            help="sample: steps (scored as it grows) or whole (one request per path).",
-            default="sample_mode",
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, Opt(panel=PARAMS, help="Run seed (child seeds derive from it).", default="seed")
-    ] = None,
-    samples_per_request: Annotated[
-        int | None,
-        Opt(
-            panel=PARAMS,
-            help="Cap on n per policy request (1: one request, one seed per child). "
-            "[default: all children of a node in one request]",
-        ),
-    ] = None,
-    profile: Annotated[
-        str | None,
-        Opt(panel=PAPER, help="default, or reference: the authors' rebase.py.", default="profile"),
-    ] = None,
-    select_method: Annotated[
-        str | None,
-        Opt(panel=PAPER, help="softmax or softmax_with_truncate.", default="select_method"),
-    ] = None,
-    truncate_ratio: Annotated[
-        float | None,
-        Opt(
-            panel=PAPER,
-            help="softmax_with_truncate keeps the best ceil(open x ratio). [default: none]",
-        ),
-    ] = None,
-    tie_order: Annotated[
-        str | None,
-        Opt(
-            panel=PAPER,
-            help="Equal scores: earlier-first or later-first (reference).",
-            default="tie_order",
-        ),
-    ] = None,
-    child_order: Annotated[
-        str | None,
-        Opt(
-            panel=PAPER,
-            help="Children made in parent-order or best-first (reference).",
-            default="child_order",
-        ),
-    ] = None,
-    share_rounding: Annotated[
-        str | None,
-        Opt(
-            panel=PAPER,
-            help="sequential-ceil (code) or round (paper).",
-            default="share_rounding",
-        ),
-    ] = None,
-    path_token_rule: Annotated[
-        str | None,
-        Opt(
-            panel=PAPER,
-            help="--max-tokens counts the path, or the step (reference).",
-            default="path_token_rule",
-        ),
-    ] = None,
-    leaf_rule: Annotated[
-        str | None,
-        Opt(
-            panel=PAPER,
-            help="Path ends: template (answer, EOS) or answer-phrase (reference).",
-            default="leaf_rule",
-        ),
-    ] = None,
+    template: Flag = None,
+    balance_temperature: Flag = None,
+    temperature: Flag = None,
+    top_p: Flag = None,
+    max_step_tokens: Flag = None,
+    max_tokens: Flag = None,
+    max_depth: Flag = None,
+    beam_expansion: Flag = None,
+    particle_temperature: Flag = None,
+    sample_mode: Flag = None,
+    seed: Flag = None,
+    samples_per_request: Flag = None,
+    profile: Flag = None,
+    select_method: Flag = None,
+    truncate_ratio: Flag = None,
+    tie_order: Flag = None,
+    child_order: Flag = None,
+    share_rounding: Flag = None,
+    path_token_rule: Flag = None,
+    leaf_rule: Flag = None,
     policy: Annotated[
         list[str] | None,
         Opt(
@@ -211,10 +106,7 @@ def search(
             "own when resuming, else the server `rebase serve reward` registered]",
         ),
     ] = None,
-    reward_protocol: Annotated[
-        str | None,
-        Opt(panel=ENDPOINTS, help="score, classify or pooling.", default="reward_protocol"),
-    ] = None,
+    reward_protocol: Flag = None,
     policy_model: Annotated[
         str | None,
         Opt(panel=ENDPOINTS, help="Model name at the policy server. [default: the one it serves]"),
@@ -229,20 +121,10 @@ def search(
     reward_api_key: Annotated[
         str | None, Opt(panel=ENDPOINTS, help="Never stored.", envvar="REBASE_REWARD_API_KEY")
     ] = None,
-    concurrency: Annotated[
-        int | None, Opt(panel=OPERATION, help="Problems searched at once.", default="concurrency")
-    ] = None,
-    max_in_flight: Annotated[
-        int | None,
-        Opt(panel=OPERATION, help="In-flight requests per endpoint.", default="max_in_flight"),
-    ] = None,
-    request_timeout: Annotated[
-        float | None, Opt(panel=OPERATION, help="Seconds per request.", default="request_timeout")
-    ] = None,
-    server_wait: Annotated[
-        float | None,
-        Opt(panel=OPERATION, help="Seconds to wait for a down server.", default="server_wait"),
-    ] = None,
+    concurrency: Flag = None,
+    max_in_flight: Flag = None,
+    request_timeout: Flag = None,
+    server_wait: Flag = None,
     skip_check: Annotated[
         bool,
         Opt(
@@ -270,6 +152,8 @@ def search(
     json_output: Annotated[
         bool, Opt("--json", panel=OUTPUT, help="Print the summary as JSON.")
     ] = False,
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Run REBASE (or sample, beam, DVTS, particle filtering) over a dataset; every level is
     committed to SQLite.
@@ -287,35 +171,6 @@ def search(
     reward_urls = ",".join(reward) if reward else None
     budgets = parse_list(budget, "--budget", int) if budget is not None else [None]
     methods = parse_list(method, "--method") if method is not None else [None]
-    explicit: dict[str, Any] = {
-        "template": template,
-        "reward_protocol": reward_protocol,
-        "limit": limit,
-        "concurrency": concurrency,
-        "seed": seed,
-        "balance_temperature": balance_temperature,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_step_tokens": max_step_tokens,
-        "max_tokens": max_tokens,
-        "max_depth": max_depth,
-        "beam_expansion": beam_expansion,
-        "particle_temperature": particle_temperature,
-        "sample_mode": sample_mode,
-        "request_timeout": request_timeout,
-        "server_wait": server_wait,
-        "max_in_flight": max_in_flight,
-        "samples_per_request": samples_per_request,
-        "profile": profile,
-        "select_method": select_method,
-        "truncate_ratio": truncate_ratio,
-        "tie_order": tie_order,
-        "child_order": child_order,
-        "share_rounding": share_rounding,
-        "path_token_rule": path_token_rule,
-        "leaf_rule": leaf_rule,
-    }
-    overrides = {k: v for k, v in explicit.items() if v is not None}
     # Imported here: the clients pull in openai, which other commands need not pay for.
     from rebase_cli.runner.service import EndpointRequest
 
@@ -334,6 +189,7 @@ def search(
         if question_field is not None or answer_field is not None
         else None
     )
+    config_file = read_config_file(config) if config is not None else None
     if group is not None or len(budgets) > 1 or len(methods) > 1:
         if run is not None or name is not None:
             raise UsageError(
@@ -354,33 +210,27 @@ def search(
                 policy_model=policy_model,
                 reward_model=reward_model,
             )
-        run_sweep(spec, group, resume, endpoints, json_output)
+        run_sweep(spec, group, resume, endpoints, json_output, config_file)
         return
     one = {"budget": budgets[0], "method": methods[0]}
     run_request = RunRequest(
         dataset=dataset,
         overrides={**overrides, **{k: v for k, v in one.items() if v is not None}},
-        config_file=config,
+        config_file=config_file,
         fields=fields,
         resume=resume,
         run_ref=run,
         name=name,
     )
-    _search(run_request, endpoints, config, json_output)
+    _search(run_request, endpoints, json_output)
 
 
-def _search(run_request: RunRequest, endpoints, config: Path | None, json_output: bool) -> None:  # type: ignore[no-untyped-def]
+def _search(run_request: RunRequest, endpoints, json_output: bool) -> None:  # type: ignore[no-untyped-def]
     from rebase_cli.cli.search_exec import execute_search
-    from rebase_cli.runner.config import load_config_file
     from rebase_cli.runner.setup import RunAlreadyDone
 
     db = open_db()
     out = err_console if json_output else console
-    if config is not None:
-        notices: list[str] = []
-        load_config_file(config, notices)
-        for notice in notices:
-            err_console.print(f"[yellow]notice[/]: {notice}", highlight=False)
     try:
         prepared, outcome, summary, received = execute_search(db, run_request, endpoints, out)
     except RunAlreadyDone as done:

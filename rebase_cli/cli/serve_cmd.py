@@ -17,6 +17,7 @@ from rebase_cli.cli.common import (
     with_db,
 )
 from rebase_cli.errors import NotFoundError, ServeError, UsageError
+from rebase_cli.params import RewardProtocol
 from rebase_cli.serving import router
 from rebase_cli.serving.launchers import EngineName, Launcher, Role, ServeSpec, get_launcher
 from rebase_cli.serving.logs import LogFollower, follow, tail_lines
@@ -35,12 +36,6 @@ app = typer.Typer(help="Launch and manage policy and reward servers.", no_args_i
 class RoleName(str, Enum):
     policy = "policy"
     reward = "reward"
-
-
-class RewardProtocol(str, Enum):
-    score = "score"
-    classify = "classify"
-    pooling = "pooling"
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

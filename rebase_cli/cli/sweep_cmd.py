@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from rebase_cli.cli.common import console, err_console, open_db, print_json, with_db
+from rebase_cli.cli.search_cmd import read_config_file
 from rebase_cli.cli.search_exec import execute_search
 from rebase_cli.errors import UsageError
+from rebase_cli.runner.config import ConfigFile
 from rebase_cli.runner.setup import RunAlreadyDone
 from rebase_cli.runner.sweep import SweepSpec
 from rebase_cli.store import groups
@@ -26,18 +29,21 @@ def run_sweep(
     resume: bool,
     endpoints: EndpointRequest,
     json_output: bool,
+    config_file: ConfigFile | None = None,
 ) -> None:
     """Run (or finish) the sweep `spec` in group `group`; with no spec, the stored plan of
-    `group`. Exit 130 when interrupted, 1 when problems failed."""
-    from rebase_cli.runner.service import preview_config
-
+    `group`. `config_file` is the spec's config file as the command read it (a stored plan's
+    is read here). Exit 130 when interrupted, 1 when problems failed."""
     if spec is not None:
         # A bad value in any run is refused before the group is stored or a run starts.
-        for _, _, request in spec.run_requests(group or ""):
-            preview_config(request)
+        for _, _, request in spec.run_requests(group or "", config_file):
+            request.new_config()
     db = open_db()
     out = err_console if json_output else console
+    stored_plan = spec is None
     name, spec = _group_and_plan(db, spec, group, resume)
+    if stored_plan and spec.config_file is not None:
+        config_file = read_config_file(Path(spec.config_file))
     if spec.policy is not None or spec.reward is not None:
         # The stored endpoints, unless given again now (API keys always come from now).
         endpoints = replace(
@@ -50,7 +56,7 @@ def run_sweep(
     combos = spec.combinations()
     out.print(f"[bold]group {name}[/]: {len(combos)} runs ({_describe(combos)})", highlight=False)
     summaries, failed = [], 0
-    for position, (_, _, request) in enumerate(spec.run_requests(name), start=1):
+    for position, (_, _, request) in enumerate(spec.run_requests(name, config_file), start=1):
         out.print(f"[bold]\\[{position}/{len(combos)}][/]", end=" ")
         try:
             prepared, outcome, summary, received = execute_search(db, request, endpoints, out)

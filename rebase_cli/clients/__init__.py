@@ -8,6 +8,6 @@ transient failures (see `retry.RetryPolicy`), cap requests in flight per server,
 
 from rebase_cli.clients.policy import PolicyClient
 from rebase_cli.clients.retry import RetryPolicy
-from rebase_cli.clients.reward import REWARD_PROTOCOLS, RewardClient, make_reward_client
+from rebase_cli.clients.reward import RewardClient, make_reward_client
 
-__all__ = ["REWARD_PROTOCOLS", "PolicyClient", "RetryPolicy", "RewardClient", "make_reward_client"]
+__all__ = ["PolicyClient", "RetryPolicy", "RewardClient", "make_reward_client"]

@@ -266,12 +266,13 @@ class PolicyClient:
         n: int,
         *,
         stop: Sequence[str],
-        max_tokens: int,
+        max_new_tokens: int,
         temperature: float,
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> StepBatch:
-        """`n` continuations of `prompt`, each ending at a stop string, EOS or `max_tokens`.
+        """`n` continuations of `prompt`, each ending at a stop string, EOS or `max_new_tokens`
+        (the cap of this request's completion tokens, not the config's per-path `max_tokens`).
 
         Sample i corresponds to seed `seed + i` (a request for samples i..j sends seed + i and
         n = j - i + 1), unless the server's plan sends no seed. Completions come back in
@@ -286,7 +287,7 @@ class PolicyClient:
                 prompt,
                 n,
                 stop=stop,
-                max_tokens=max_tokens,
+                max_new_tokens=max_new_tokens,
                 temperature=temperature,
                 top_p=top_p,
                 seed=seed,
@@ -295,7 +296,7 @@ class PolicyClient:
         args = {
             "model": model,
             "prompt": prompt,
-            "max_tokens": max_tokens,
+            "max_tokens": max_new_tokens,  # the OpenAI API's name for the per-request cap
             "temperature": temperature,
             "top_p": top_p,
         }
@@ -340,7 +341,7 @@ class PolicyClient:
         n: int,
         *,
         stop: Sequence[str],
-        max_tokens: int,
+        max_new_tokens: int,
         temperature: float,
         top_p: float,
         seed: int | None,
@@ -350,7 +351,7 @@ class PolicyClient:
         params = []
         for index in range(n):
             p: dict[str, Any] = {
-                "max_new_tokens": max_tokens,
+                "max_new_tokens": max_new_tokens,
                 "temperature": temperature,
                 "top_p": top_p,
             }

@@ -24,6 +24,7 @@ from rebase_cli.clients.pool import make_endpoint
 from rebase_cli.clients.retry import MalformedResponse, RetryPolicy
 from rebase_cli.domain import ScoreBatch
 from rebase_cli.errors import ConfigError
+from rebase_cli.params import RewardProtocol
 from rebase_cli.prompts import PrmFormat
 
 PROBABILITY_SLACK = 1e-6  # servers' softmax may land a hair outside [0, 1]
@@ -75,7 +76,7 @@ def _reply_tokens(parsed: Any) -> int:
 
 
 def _other_protocols(protocol: str) -> str:
-    return "|".join(p for p in REWARD_PROTOCOLS if p != protocol)
+    return "|".join(p for p in RewardProtocol if p != protocol)
 
 
 class HttpReward:
@@ -136,7 +137,7 @@ class HttpReward:
 class ScoreReward(HttpReward):
     """SGLang /v1/score: the sibling group shares the query, so one request scores it all."""
 
-    protocol = "score"
+    protocol = RewardProtocol.score
     path = "/v1/score"
 
     async def score(
@@ -172,7 +173,7 @@ class ScoreReward(HttpReward):
 class ClassifyReward(HttpReward):
     """SGLang /classify: one scalar reward per text, squashed with a sigmoid."""
 
-    protocol = "classify"
+    protocol = RewardProtocol.classify
     path = "/classify"
 
     async def score(
@@ -219,7 +220,7 @@ class PoolingReward(HttpReward):
     """vLLM /pooling (token_classify): the sibling group in one request, one input per
     candidate path; each candidate's score is its last step row's p1."""
 
-    protocol = "pooling"
+    protocol = RewardProtocol.pooling
     path = "/pooling"
 
     async def score(
@@ -269,11 +270,9 @@ def _last_p1(item: dict, text: str) -> float:
     return probability(last[1], "p1", text)
 
 
-REWARD_PROTOCOLS = ("score", "classify", "pooling")
+# One adapter per RewardProtocol (tests/test_clients.py checks that none is missing).
 _ADAPTERS: dict[str, type[HttpReward]] = {
-    "score": ScoreReward,
-    "classify": ClassifyReward,
-    "pooling": PoolingReward,
+    adapter.protocol: adapter for adapter in (ScoreReward, ClassifyReward, PoolingReward)
 }
 
 
@@ -288,11 +287,11 @@ def make_reward_client(
     retry: RetryPolicy | None = None,
     max_in_flight: int = 64,
 ) -> HttpReward:
-    """The adapter for `protocol` ("score", "classify" or "pooling") at `base_url`."""
+    """The adapter for `protocol` (a RewardProtocol) at `base_url`."""
     adapter = _ADAPTERS.get(protocol)
     if adapter is None:
         raise ConfigError(
-            f"unknown reward protocol {protocol!r}", f"use one of {', '.join(REWARD_PROTOCOLS)}"
+            f"unknown reward protocol {protocol!r}", f"use one of {', '.join(RewardProtocol)}"
         )
     return adapter(
         base_url,

@@ -10,7 +10,7 @@ from rebase_cli.checking.service import run_checks
 from rebase_cli.datasets import load_dataset
 from rebase_cli.errors import ConfigError
 from rebase_cli.prompts import load_template
-from rebase_cli.runner.service import EndpointRequest, connected_clients, preview_config
+from rebase_cli.runner.service import EndpointRequest, connected_clients
 from rebase_cli.runner.setup import RunRequest
 from rebase_cli.store.database import Database
 
@@ -27,7 +27,7 @@ async def check_servers(
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
     overrides = {"budget": PLACEHOLDER_BUDGET, **run_request.overrides}
     preview = RunRequest(run_request.dataset, overrides, config_file=run_request.config_file)
-    config = preview_config(preview)
+    config = preview.new_config()
     assert config is not None  # no --run: always a new config
     dataset = await asyncio.to_thread(load_dataset, run_request.dataset, fields=run_request.fields)
     if not dataset.problems:

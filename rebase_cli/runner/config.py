@@ -1,8 +1,14 @@
-"""The search configuration: defaults, the reference code's key names, validation, fingerprint.
+"""The search configuration: the one definition of every search parameter.
 
-A config is assembled from defaults, then a YAML file, then command-line flags. The
-*semantic* fields (those that change what the search produces) define the fingerprint that
-`--resume` matches on; operational fields (concurrency, timeouts, limits) do not.
+Each field of `SearchConfig` says, beside its type, default and bounds, what `Param` it is:
+whether it is semantic (it changes what the search produces, so it is part of the fingerprint
+that `--resume` matches on) or operational (concurrency, timeouts, limits), the reference
+code's names accepted for it in a config file, and its `rebase search` flag's help and panel.
+The CLI's flags, the authors' key names, the fingerprint's inputs and the strategies'
+parameters (`SearchConfig.strategy_params`) are all derived from these fields.
+
+A config is assembled from defaults, then a YAML file (`ConfigFile`, read once per command),
+then command-line flags, and validated once by `build_config`.
 """
 
 from __future__ import annotations
@@ -10,82 +16,199 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rebase_cli.errors import ConfigError
+from rebase_cli.params import Method, RewardProtocol, listed
 from rebase_cli.runner.profiles import IGNORED_KEYS, MODEL_TYPE_KEYS, apply_profile
-from rebase_cli.search.base import ShareRounding, TieOrder
+from rebase_cli.search.base import ShareRounding, StrategyParams, TieOrder
 
-Method = Literal["rebase", "sample", "beam", "dvts", "particle"]
 SampleMode = Literal["steps", "whole"]
-RewardProtocol = Literal["score", "classify", "pooling"]
 Profile = Literal["default", "reference"]
 SelectMethod = Literal["softmax", "softmax_with_truncate"]
 ChildOrder = Literal["parent-order", "best-first"]
 PathTokenRule = Literal["path", "step"]
 LeafRule = Literal["template", "answer-phrase"]
 
-# Keys of the paper's reference code and their names here.
-REFERENCE_ALIASES = {
-    "width": "budget",
-    "softmax_temperature": "balance_temperature",
-    "num_threads": "concurrency",
-    "num_samples": "budget",
-    "beam_width": "budget",
-    "expansion": "beam_expansion",
-    "max_new_tokens": "max_step_tokens",
-    "prompt_template": "template",
-}
+# The help panels of `rebase search`, in the order shown.
+WHAT = "What to search"
+PARAMS = "Search parameters"
+ENDPOINTS = "Endpoints"
+PAPER = "Paper and authors' code switches"
+OPERATION = "Concurrency and timeouts"
+OUTPUT = "Run and output"
+
+
+@dataclass(frozen=True)
+class Param:
+    """What a SearchConfig field is beyond its value.
+
+    `semantic`: part of the run fingerprint (it changes what the search produces); False for
+    operational fields. `neutral`: a semantic switch added after the first release, left out
+    of the fingerprint at its default so that runs started before it existed are still found.
+    `aliases`: the names the authors' reference code gives the key (accepted in config files).
+    `panel`: the help panel of its `rebase search` flag; None: config file only, no flag.
+    `note`: what `--help` shows in brackets instead of `default: VALUE`. `sweep`: the flag
+    takes a comma-separated list, one run per item."""
+
+    help: str
+    panel: str | None = None
+    semantic: bool = True
+    neutral: bool = False
+    aliases: tuple[str, ...] = ()
+    note: str | None = None
+    sweep: bool = False
+
+
+def Operational(help: str, panel: str | None = None, **kw: Any) -> Param:
+    """A Param left out of the fingerprint (how the search runs, not what it finds)."""
+    return Param(help, panel, semantic=False, **kw)
 
 
 class SearchConfig(BaseModel):
-    """A fully resolved search configuration (immutable)."""
+    """A fully resolved search configuration (immutable). Field order is the order of the
+    stored `config_json`; keep it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
 
-    method: Method = "rebase"
-    budget: int = Field(ge=1, le=65536)
-    balance_temperature: float = Field(default=0.2, gt=0, le=1e6)
-    temperature: float = Field(default=1.0, ge=0, le=10)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    max_step_tokens: int = Field(default=256, ge=1, le=1_000_000)
-    max_tokens: int = Field(default=1024, ge=1, le=10_000_000)
-    max_depth: int = Field(default=25, ge=1, le=10_000)
-    beam_expansion: int = Field(default=4, ge=1, le=65536)
-    particle_temperature: float = Field(default=0.2, gt=0, le=1e6)
+    method: Annotated[
+        Method,
+        Param(f"{listed(Method)}; a list (rebase,sample) runs a sweep.", WHAT, sweep=True),
+    ] = Field(default=Method.rebase, validate_default=True)  # stored as the plain string
+    budget: Annotated[
+        int,
+        Param(
+            "Width N: paths per problem; a list (4,8,16) runs a sweep.",
+            WHAT,
+            aliases=("width", "num_samples", "beam_width"),
+            note="required unless in --config/--run",
+            sweep=True,
+        ),
+    ] = Field(ge=1, le=65536)
+    balance_temperature: Annotated[
+        float, Param("REBASE softmax temperature.", PARAMS, aliases=("softmax_temperature",))
+    ] = Field(default=0.2, gt=0, le=1e6)
+    temperature: Annotated[float, Param("Policy sampling temperature.", PARAMS)] = Field(
+        default=1.0, ge=0, le=10
+    )
+    top_p: Annotated[float, Param("Policy nucleus sampling.", PARAMS)] = Field(
+        default=1.0, gt=0, le=1
+    )
+    max_step_tokens: Annotated[
+        int, Param("Max tokens per step.", PARAMS, aliases=("max_new_tokens",))
+    ] = Field(default=256, ge=1, le=1_000_000)
+    # Per path: the tokens of all a path's steps together (per step under path_token_rule
+    # "step"); each request's own cap is derived from it and max_step_tokens.
+    max_tokens: Annotated[int, Param("Max tokens per path.", PARAMS)] = Field(
+        default=1024, ge=1, le=10_000_000
+    )
+    max_depth: Annotated[int, Param("Max steps per path.", PARAMS)] = Field(
+        default=25, ge=1, le=10_000
+    )
+    beam_expansion: Annotated[
+        int, Param("Beam and DVTS expansion M.", PARAMS, aliases=("expansion",))
+    ] = Field(default=4, ge=1, le=65536)
+    particle_temperature: Annotated[
+        float, Param("Particle filtering resampling temperature.", PARAMS, neutral=True)
+    ] = Field(default=0.2, gt=0, le=1e6)
     # `sample` only: grow each path step by step (scored as it grows), or generate it whole in
     # one request and score its steps afterwards.
-    sample_mode: SampleMode = "steps"
-    template: str = "llemma-metamath"
-    reward_protocol: RewardProtocol = "score"
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    # Operational: not part of the fingerprint.
-    limit: int | None = Field(default=None, ge=1)
-    concurrency: int = Field(default=32, ge=1, le=100_000)
-    max_in_flight: int = Field(default=256, ge=1, le=100_000)
-    request_timeout: float = Field(default=120.0, gt=0, le=86_400)
-    max_retries: int = Field(default=6, ge=0, le=100)
-    server_wait: float = Field(default=300.0, ge=0, le=86_400)
+    sample_mode: Annotated[
+        SampleMode,
+        Param(
+            "sample: steps (scored as it grows) or whole (one request per path).",
+            PARAMS,
+            neutral=True,
+        ),
+    ] = "steps"
+    template: Annotated[
+        str, Param("Prompt template name or YAML path.", PARAMS, aliases=("prompt_template",))
+    ] = "llemma-metamath"
+    reward_protocol: Annotated[RewardProtocol, Param(f"{listed(RewardProtocol)}.", ENDPOINTS)] = (
+        Field(default=RewardProtocol.score, validate_default=True)
+    )
+    seed: Annotated[int, Param("Run seed (child seeds derive from it).", PARAMS)] = Field(
+        default=0, ge=0, le=2**31 - 1
+    )
+    limit: Annotated[
+        int | None, Operational("Only the first K problems.", WHAT, note="default: all")
+    ] = Field(default=None, ge=1)
+    concurrency: Annotated[
+        int, Operational("Problems searched at once.", OPERATION, aliases=("num_threads",))
+    ] = Field(default=32, ge=1, le=100_000)
+    max_in_flight: Annotated[int, Operational("In-flight requests per endpoint.", OPERATION)] = (
+        Field(default=256, ge=1, le=100_000)
+    )
+    request_timeout: Annotated[float, Operational("Seconds per request.", OPERATION)] = Field(
+        default=120.0, gt=0, le=86_400
+    )
+    max_retries: Annotated[int, Operational("Retries of a failed request.")] = Field(
+        default=6, ge=0, le=100
+    )
+    server_wait: Annotated[float, Operational("Seconds to wait for a down server.", OPERATION)] = (
+        Field(default=300.0, ge=0, le=86_400)
+    )
     # None: all children of a parent in one request (n = children); 1: one request per sample
     # (each with its own seed), for servers whose n > 1 with a seed repeats one sample.
     # Semantic: it changes which seed each sample gets, so a deterministic server's tree too.
-    samples_per_request: int | None = Field(default=None, ge=1, le=65536)
-    policy_params: float | None = Field(default=None, gt=0)
-    reward_params: float | None = Field(default=None, gt=0)
+    samples_per_request: Annotated[
+        int | None,
+        Param(
+            "Cap on n per policy request (1: one request, one seed per child).",
+            PARAMS,
+            note="default: all children of a node in one request",
+        ),
+    ] = Field(default=None, ge=1, le=65536)
+    # Model sizes (billions of parameters) for the report's compute figures.
+    policy_params: Annotated[float | None, Operational("Policy model size, billions.")] = Field(
+        default=None, gt=0
+    )
+    reward_params: Annotated[float | None, Operational("Reward model size, billions.")] = Field(
+        default=None, gt=0
+    )
     # Paper / authors' code / rebase switches (README "Reproducing the paper"); `profile`
     # records which bundle of defaults the run started from.
-    profile: Profile = "default"
-    select_method: SelectMethod = "softmax"
-    truncate_ratio: float | None = Field(default=None, gt=0, le=1)
-    tie_order: TieOrder = "earlier-first"
-    child_order: ChildOrder = "parent-order"
-    share_rounding: ShareRounding = "sequential-ceil"
-    path_token_rule: PathTokenRule = "path"
-    leaf_rule: LeafRule = "template"
+    profile: Annotated[
+        Profile, Param("default, or reference: the authors' rebase.py.", PAPER, neutral=True)
+    ] = "default"
+    select_method: Annotated[
+        SelectMethod, Param("softmax or softmax_with_truncate.", PAPER, neutral=True)
+    ] = "softmax"
+    truncate_ratio: Annotated[
+        float | None,
+        Param(
+            "softmax_with_truncate keeps the best ceil(open x ratio).",
+            PAPER,
+            neutral=True,
+            note="default: none",
+        ),
+    ] = Field(default=None, gt=0, le=1)
+    tie_order: Annotated[
+        TieOrder,
+        Param("Equal scores: earlier-first or later-first (reference).", PAPER, neutral=True),
+    ] = "earlier-first"
+    child_order: Annotated[
+        ChildOrder,
+        Param("Children made in parent-order or best-first (reference).", PAPER, neutral=True),
+    ] = "parent-order"
+    share_rounding: Annotated[
+        ShareRounding, Param("sequential-ceil (code) or round (paper).", PAPER, neutral=True)
+    ] = "sequential-ceil"
+    path_token_rule: Annotated[
+        PathTokenRule,
+        Param("--max-tokens counts the path, or the step (reference).", PAPER, neutral=True),
+    ] = "path"
+    leaf_rule: Annotated[
+        LeafRule,
+        Param(
+            "Path ends: template (answer, EOS) or answer-phrase (reference).", PAPER, neutral=True
+        ),
+    ] = "template"
 
     @model_validator(mode="after")
     def _truncate_ratio_goes_with_its_method(self) -> SearchConfig:
@@ -105,36 +228,37 @@ class SearchConfig(BaseModel):
         """Whole-solution sampling: each path generated in one request, then scored."""
         return self.method == "sample" and self.sample_mode == "whole"
 
+    def strategy_params(self) -> StrategyParams:
+        """The strategies' parameters (validated with this config: they are not checked again).
+        `width` is the budget; `max_path_tokens` is `max_tokens`, the per-path cap."""
+        return StrategyParams(
+            width=self.budget,
+            balance_temperature=self.balance_temperature,
+            max_path_tokens=self.max_tokens,
+            max_depth=self.max_depth,
+            beam_expansion=self.beam_expansion,
+            tie_order=self.tie_order,
+            share_rounding=self.share_rounding,
+            truncate_ratio=self.truncate_ratio,
+            particle_temperature=self.particle_temperature,
+            seed=self.seed,
+        )
 
-OPERATIONAL_KEYS = frozenset(
-    {
-        "limit",
-        "concurrency",
-        "max_in_flight",
-        "request_timeout",
-        "max_retries",
-        "server_wait",
-        "policy_params",
-        "reward_params",
-    }
-)
+
+def param(name: str) -> Param:
+    """The Param of SearchConfig field `name`."""
+    return next(m for m in SearchConfig.model_fields[name].metadata if isinstance(m, Param))
+
+
+PARAMETERS: dict[str, Param] = {name: param(name) for name in SearchConfig.model_fields}
+OPERATIONAL_KEYS = frozenset(name for name, p in PARAMETERS.items() if not p.semantic)
 # Switches whose default leaves the fingerprint as it was before they existed, so runs
 # started earlier are still found by --resume.
 _FINGERPRINT_NEUTRAL = {
-    key: SearchConfig.model_fields[key].default
-    for key in (
-        "profile",
-        "select_method",
-        "truncate_ratio",
-        "tie_order",
-        "child_order",
-        "share_rounding",
-        "path_token_rule",
-        "leaf_rule",
-        "particle_temperature",
-        "sample_mode",
-    )
+    name: SearchConfig.model_fields[name].default for name, p in PARAMETERS.items() if p.neutral
 }
+# Keys of the paper's reference code and their names here.
+REFERENCE_ALIASES = {alias: name for name, p in PARAMETERS.items() for alias in p.aliases}
 KNOWN_KEYS = frozenset(SearchConfig.model_fields)
 # Every key a config file may hold: ours, the authors' aliases and model types, and the
 # authors' keys accepted with a notice.
@@ -220,6 +344,24 @@ def load_config_file(path: Path, notices: list[str] | None = None) -> dict[str, 
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must be a mapping of config keys", "e.g. `budget: 16`")
     return normalise_keys(data, str(path), notices)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A YAML config file as read once by the command that names it: its values under our
+    key names, and the notices about keys that are accepted but not used (for the CLI to
+    show). Everything after the command line takes this, never the path, so the file is read
+    and checked once per command."""
+
+    path: Path
+    values: dict[str, Any]
+    notices: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, path: Path) -> ConfigFile:
+        notices: list[str] = []
+        values = load_config_file(path, notices)
+        return cls(path, values, tuple(notices))
 
 
 def build_config(values: dict[str, Any], origin: str = "config") -> SearchConfig:

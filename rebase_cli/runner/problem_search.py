@@ -228,14 +228,14 @@ class ProblemSearch:
     async def _request_steps(self, node: TreeNode, n: int) -> StepBatch:
         config = self.ctx.config
         seed = request_seed(config.seed, self.problem.dataset_index, node.depth, node.ordinal)
-        max_tokens = config.max_step_tokens
+        max_new_tokens = config.max_step_tokens
         if config.path_token_rule == "path":  # the request may use only what the path has left
-            max_tokens = min(max_tokens, max(1, config.max_tokens - node.path_tokens))
+            max_new_tokens = min(max_new_tokens, max(1, config.max_tokens - node.path_tokens))
         return await self.ctx.policy.expand(
             node.prompt,
             n,
             stop=list(self.template.stops_for(node.depth)),
-            max_tokens=max_tokens,
+            max_new_tokens=max_new_tokens,
             temperature=config.temperature,
             top_p=config.top_p,
             seed=seed,

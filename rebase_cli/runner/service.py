@@ -21,7 +21,7 @@ from rebase_cli.domain import Dataset
 from rebase_cli.errors import ConfigError, RunLockedError, UsageError
 from rebase_cli.prompts import load_template
 from rebase_cli.runner import reproducibility
-from rebase_cli.runner.config import SearchConfig, build_config, load_config_file
+from rebase_cli.runner.config import SearchConfig
 from rebase_cli.runner.context import DelimiterMonitor, SearchContext, SearchEvents
 from rebase_cli.runner.holder import refuse_if_searched
 from rebase_cli.runner.runner import RunOutcome, execute_run, lease_ttl
@@ -33,7 +33,7 @@ from rebase_cli.runner.setup import (
     run_to_continue,
 )
 from rebase_cli.runner.signals import finish_despite_cancel
-from rebase_cli.search import get_strategy, make_params
+from rebase_cli.search import get_strategy
 from rebase_cli.search.base import Strategy
 from rebase_cli.serving.registry import healthy_server
 from rebase_cli.sim.config import SimConfig
@@ -241,23 +241,7 @@ def path_scorer_for(config: SearchConfig, reward: HttpReward) -> PathScorer | No
 
 def strategy_for(config: SearchConfig) -> Strategy:
     """The search strategy a config asks for, with its parameters."""
-    return get_strategy(
-        config.method,
-        make_params(
-            {
-                "width": config.budget,
-                "balance_temperature": config.balance_temperature,
-                "max_path_tokens": config.max_tokens,
-                "max_depth": config.max_depth,
-                "beam_expansion": config.beam_expansion,
-                "tie_order": config.tie_order,
-                "share_rounding": config.share_rounding,
-                "truncate_ratio": config.truncate_ratio,
-                "particle_temperature": config.particle_temperature,
-                "seed": config.seed,
-            }
-        ),
-    )
+    return get_strategy(config.method, config.strategy_params())
 
 
 async def preflight_check(
@@ -278,14 +262,6 @@ async def preflight_check(
     return report
 
 
-def preview_config(request: RunRequest) -> SearchConfig | None:
-    """The config a new run would get (None when resuming a named run, whose config is stored)."""
-    if request.run_ref is not None:
-        return None
-    file_values = load_config_file(request.config_file) if request.config_file else {}
-    return build_config({**file_values, **request.overrides})
-
-
 async def run_search(
     db: Database,
     run_request: RunRequest,
@@ -296,7 +272,7 @@ async def run_search(
 ) -> tuple[PreparedRun, RunOutcome]:
     """Resolve everything, then search. Errors before the run starts leave the database as is."""
     lease_ttl()  # a bad REBASE_LEASE_TTL is refused before any run is created
-    config = preview_config(run_request)
+    config = run_request.new_config()
     if config is None:
         run = repo.resolve_run(db, run_request.run_ref or "")
         config = SearchConfig.model_validate_json(run.config_json)
@@ -311,7 +287,7 @@ async def run_search(
     # Which run is continued is settled before any server is contacted or anything written: a
     # finished run is reported (RunAlreadyDone), a live holder refuses the resume, and the run's
     # own endpoints are used for the roles not given.
-    existing = await asyncio.to_thread(run_to_continue, db, run_request, dataset)
+    existing = await asyncio.to_thread(run_to_continue, db, run_request, dataset, config)
     if existing is not None:
         assert existing.id is not None
         await asyncio.to_thread(refuse_if_searched, db, existing.id, "resume")
@@ -328,7 +304,7 @@ async def run_search(
         # Preparing writes (a new run, its problems) in a thread that runs on when cancelled;
         # a signal that lands meanwhile closes the run as interrupted rather than leaving it.
         preparing = asyncio.ensure_future(
-            asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset)
+            asyncio.to_thread(prepare_run, db, run_request, endpoints, dataset, config)
         )
         cancelled = await finish_despite_cancel(preparing)
         prepared = preparing.result()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rebase_cli.datasets import FieldMap
@@ -12,11 +11,11 @@ from rebase_cli.domain import Dataset
 from rebase_cli.errors import ConfigError
 from rebase_cli.prompts import load_template
 from rebase_cli.runner.config import (
+    ConfigFile,
     SearchConfig,
     build_config,
     differing_keys,
     fingerprint,
-    load_config_file,
 )
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
@@ -40,16 +39,28 @@ class Endpoints:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What the user asked for: only explicitly given values are in `overrides`."""
+    """What the user asked for: only explicitly given values are in `overrides`; the config
+    file, if any, comes already read (`ConfigFile.read`, once per command)."""
 
     dataset: str | None
     overrides: dict[str, Any]
-    config_file: Path | None = None
+    config_file: ConfigFile | None = None
     fields: FieldMap | None = None
     resume: bool = False
     run_ref: str | None = None
     name: str | None = None
     group: str | None = None  # a sweep's group: its run with this config is continued
+
+    @property
+    def file_values(self) -> dict[str, Any]:
+        return self.config_file.values if self.config_file is not None else {}
+
+    def new_config(self) -> SearchConfig | None:
+        """The validated config a new run would get: the file's values under the flags (None
+        when resuming a named run, whose config is stored with it)."""
+        if self.run_ref is not None:
+            return None
+        return build_config({**self.file_values, **self.overrides})
 
 
 class RunAlreadyDone(Exception):
@@ -92,16 +103,22 @@ def check_run_name(name: str | None) -> None:
 
 
 def prepare_run(
-    db: Database, request: RunRequest, endpoints: Endpoints, dataset: Dataset
+    db: Database,
+    request: RunRequest,
+    endpoints: Endpoints,
+    dataset: Dataset,
+    config: SearchConfig | None = None,
 ) -> PreparedRun:
     """Create a new run or pick the one to resume, and register its problems.
 
-    `dataset` is the loaded dataset the request names (for `--run`, the run's own)."""
-    file_values = load_config_file(request.config_file) if request.config_file else {}
+    `dataset` is the loaded dataset the request names (for `--run`, the run's own); `config`
+    is `request.new_config()` when the caller has it already."""
     if request.run_ref is not None:
-        prepared = _resume_named(db, request, file_values, dataset)
+        prepared = _resume_named(db, request, dataset)
     else:
-        prepared = _new_or_matching(db, request, file_values, endpoints, dataset)
+        config = config or request.new_config()
+        assert config is not None
+        prepared = _new_or_matching(db, request, config, endpoints, dataset)
     problems = prepared.dataset.problems
     if prepared.config.limit is not None:
         problems = problems[: prepared.config.limit]
@@ -109,29 +126,32 @@ def prepare_run(
     return prepared
 
 
-def run_to_continue(db: Database, request: RunRequest, dataset: Dataset) -> Run | None:
+def run_to_continue(
+    db: Database, request: RunRequest, dataset: Dataset, config: SearchConfig | None = None
+) -> Run | None:
     """The existing run this request continues, found without writing anything: the run of
-    `--run`, or with `--resume` the newest unfinished run with this config's fingerprint.
+    `--run`, or with `--resume` the newest unfinished run with this config's fingerprint
+    (`config` is `request.new_config()` when the caller has it already).
 
     Raises RunAlreadyDone when that run (or, with `--resume`, the newest finished run with the
     fingerprint when none is unfinished) is done and the request's `--limit` adds no problems."""
     check_run_name(request.name)
-    file_values = load_config_file(request.config_file) if request.config_file else {}
     if request.run_ref is not None:
         # A config that differs from the run's is refused first: it is an error either way.
-        run = _resume_named(db, request, file_values, dataset).run
-        _refuse_if_done(db, run, request, file_values, dataset, by_resume=False)
+        run = _resume_named(db, request, dataset).run
+        _refuse_if_done(db, run, request, dataset, by_resume=False)
         return run
     if not request.resume:
         return None
-    config = build_config({**file_values, **request.overrides})
+    config = config or request.new_config()
+    assert config is not None
     digest = fingerprint(config, dataset.sha256, load_template(config.template).digest())
     match = repo.find_resumable(db, digest)
     if match is not None:
         return match
     finished = repo.find_finished(db, digest)
     if finished is not None:
-        _refuse_if_done(db, finished, request, file_values, dataset, by_resume=True)
+        _refuse_if_done(db, finished, request, dataset, by_resume=True)
         return finished
     return None
 
@@ -140,14 +160,13 @@ def _refuse_if_done(
     db: Database,
     run: Run,
     request: RunRequest,
-    file_values: dict,
     dataset: Dataset,
     *,
     by_resume: bool,
 ) -> None:
     if run.status != "done":
         return
-    limit = request.overrides.get("limit", file_values.get("limit"))
+    limit = request.overrides.get("limit", request.file_values.get("limit"))
     if limit is None:
         limit = SearchConfig.model_validate_json(run.config_json).limit
     wanted = len(dataset.problems[:limit]) if limit is not None else len(dataset.problems)
@@ -156,12 +175,10 @@ def _refuse_if_done(
         raise RunAlreadyDone(run, have, by_resume)
 
 
-def _resume_named(
-    db: Database, request: RunRequest, file_values: dict, dataset: Dataset
-) -> PreparedRun:
+def _resume_named(db: Database, request: RunRequest, dataset: Dataset) -> PreparedRun:
     run = repo.resolve_run(db, request.run_ref or "")
     stored = SearchConfig(**json.loads(run.config_json))
-    wanted = build_config({**stored.model_dump(), **file_values, **request.overrides})
+    wanted = build_config({**stored.model_dump(), **request.file_values, **request.overrides})
     differences = differing_keys(stored, wanted)
     if differences:
         raise ConfigError(
@@ -190,11 +207,14 @@ def _resume_named(
 
 
 def _new_or_matching(
-    db: Database, request: RunRequest, file_values: dict, endpoints: Endpoints, dataset: Dataset
+    db: Database,
+    request: RunRequest,
+    config: SearchConfig,
+    endpoints: Endpoints,
+    dataset: Dataset,
 ) -> PreparedRun:
     if request.dataset is None:
         raise ConfigError("no dataset given", "pass --dataset gsm8k|math500|PATH")
-    config = build_config({**file_values, **request.overrides})
     digest = fingerprint(config, dataset.sha256, load_template(config.template).digest())
     if request.group is not None:
         member = find_group_run(db, request.group, digest)
@@ -208,7 +228,7 @@ def _new_or_matching(
     if request.resume:
         match = repo.find_resumable(db, digest) or repo.find_finished(db, digest)
         if match is not None:
-            if "limit" not in request.overrides and "limit" not in file_values:
+            if "limit" not in request.overrides and "limit" not in request.file_values:
                 stored = SearchConfig(**json.loads(match.config_json))
                 config = config.model_copy(update={"limit": stored.limit})
             note = f"resuming run-{match.id} (same config fingerprint {digest[:12]})"

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rebase_cli.datasets import FieldMap
 from rebase_cli.errors import UsageError
+from rebase_cli.runner.config import ConfigFile
 from rebase_cli.runner.setup import RunRequest
 
 
@@ -71,7 +71,10 @@ class SweepSpec:
         """(method, budget) of every run, methods outer, budgets ascending."""
         return [(m, b) for m in self.methods for b in sorted(self.budgets)]
 
-    def run_requests(self, group: str) -> Iterator[tuple[str | None, int | None, RunRequest]]:
+    def run_requests(
+        self, group: str, config_file: ConfigFile | None = None
+    ) -> Iterator[tuple[str | None, int | None, RunRequest]]:
+        """Each run's request; `config_file` is `self.config_file` as the command read it."""
         fields = (
             FieldMap(question=self.question_field, answer=self.answer_field)
             if self.question_field or self.answer_field
@@ -86,7 +89,7 @@ class SweepSpec:
             request = RunRequest(
                 dataset=self.dataset,
                 overrides=overrides,
-                config_file=Path(self.config_file) if self.config_file else None,
+                config_file=config_file,
                 fields=fields,
                 group=group,
             )

@@ -58,7 +58,7 @@ async def expand_whole(
         root_prompt,
         n,
         stop=[s for s in template.stop if s != template.step_delimiter],
-        max_tokens=config.max_tokens,
+        max_new_tokens=config.max_tokens,  # the whole path in one request
         temperature=config.temperature,
         top_p=config.top_p,
         seed=seed,

@@ -18,14 +18,15 @@ from rebase_cli.domain import LevelDecision, NodeSnapshot
 TieOrder = Literal["earlier-first", "later-first"]
 # How shares become child counts: the authors' sequential ceiling, or the paper's Round(W * p).
 ShareRounding = Literal["sequential-ceil", "round"]
-TIE_ORDERS: tuple[str, ...] = ("earlier-first", "later-first")
-SHARE_ROUNDINGS: tuple[str, ...] = ("sequential-ceil", "round")
 
 
 @dataclass(frozen=True)
 class StrategyParams:
     """Search parameters shared by the strategies (reference defaults).
 
+    Built by `SearchConfig.strategy_params()` from a validated config (the config's names
+    differ: `budget` is `width`, `max_tokens` is `max_path_tokens`); nothing here checks the
+    values again, so one built by hand must respect the config's bounds.
     `width` is the budget N (paths per problem). `max_depth` None means unbounded.
     `beam_expansion` is M of beam search (each kept node gets M children, N/M nodes kept) and
     of DVTS (N/M subtrees expanded M ways). `tie_order`, `share_rounding` and `truncate_ratio`

@@ -17,11 +17,11 @@ from enum import Enum
 from typing import Literal, Protocol
 
 from rebase_cli.errors import ServeError, UsageError
+from rebase_cli.params import RewardProtocol
 from rebase_cli.serving.transformers_engine import TransformersLauncher
 
 Role = Literal["policy", "reward"]
 ROLES: tuple[Role, ...] = ("policy", "reward")
-REWARD_PROTOCOLS = ("score", "classify", "pooling")
 REDACTED = "***"
 _SECRET_FLAGS = ("--api-key",)
 
@@ -105,10 +105,10 @@ def validate(spec: ServeSpec, launcher: Launcher) -> None:
     if spec.reward_protocol is not None:
         if spec.role != "reward":
             raise UsageError("--reward-protocol applies only to `rebase serve reward`")
-        if spec.reward_protocol not in REWARD_PROTOCOLS:
+        if spec.reward_protocol not in set(RewardProtocol):
             raise UsageError(
                 f"unknown reward protocol {spec.reward_protocol!r}",
-                f"choose one of {', '.join(REWARD_PROTOCOLS)}",
+                f"choose one of {', '.join(RewardProtocol)}",
             )
     if spec.deterministic is not None and spec.role != "policy":
         raise UsageError("--deterministic applies only to `rebase serve policy`")
@@ -174,7 +174,7 @@ class SGLangLauncher:
     options = frozenset(OPTIONAL_FIELDS) - {"device"}
 
     def preflight(self, spec: ServeSpec) -> None:
-        if spec.reward_protocol == "pooling":
+        if spec.reward_protocol == RewardProtocol.pooling:
             raise UsageError(
                 "SGLang does not serve the pooling reward protocol",
                 "serve the PRM with vLLM (`vllm serve MODEL --runner pooling`) and pass its URL "
@@ -221,7 +221,7 @@ class SGLangLauncher:
             argv += ["--api-key", spec.api_key]
         if spec.served_model_name is not None:
             argv += ["--served-model-name", spec.served_model_name]
-        if spec.role == "reward" and spec.reward_protocol == "classify":
+        if spec.role == "reward" and spec.reward_protocol == RewardProtocol.classify:
             argv.append("--is-embedding")
         if spec.deterministic:
             # Without it SGLang never applies a request's seed; with it, each child of a
