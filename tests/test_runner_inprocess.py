@@ -92,9 +92,11 @@ PROBLEMS = [Problem(i, f"p{i}", f"What is {i} + 7 - {i}?", "7") for i in range(4
 
 
 def context(
-    store: SearchStore, policy: FakePolicy | None = None, concurrency: int = 2, budget: int = 4
+    store: SearchStore, policy: FakePolicy | None = None, concurrency: int = 2, method="rebase"
 ) -> SearchContext:
-    config = build_config({"budget": budget, "max_depth": 5, "concurrency": concurrency})
+    config = build_config(
+        {"method": method, "budget": 4, "max_depth": 5, "concurrency": concurrency}
+    )
     return SearchContext(
         store=store,
         config=config,
@@ -249,3 +251,35 @@ def test_the_heartbeat_stops_a_run_whose_lease_was_taken(monkeypatch: pytest.Mon
     with pytest.raises(RunLockedError, match="taken over"):
         search(run, policy=FakePolicy(taken_then_stuck))
     assert run.lease_owner == "thief"
+
+
+def test_a_sibling_group_is_scored_as_soon_as_its_own_steps_return() -> None:
+    """The first parent of level 2 gets its steps only once another group of that level was
+    scored: a runner that waits for every generation of the level before scoring any would
+    never finish this level. (`sample` expands every open node, so level 2 has several
+    parents.)"""
+    run = MemoryRun(PROBLEMS[:1])
+    scored = asyncio.Event()
+
+    class SignallingReward(FakeReward):
+        async def score(self, question: str, steps: list[str], candidates: list[str]):  # type: ignore[no-untyped-def]
+            if len(steps) == 1:
+                scored.set()
+            return await super().score(question, steps, candidates)
+
+    waited: list[int] = []
+
+    async def first_parent_of_level_two_waits(call: int, prompt: str) -> None:
+        if prompt.count("Step ") == 1 and not waited:
+            waited.append(call)
+            await scored.wait()
+
+    policy = FakePolicy(first_parent_of_level_two_waits)
+    ctx = context(InMemorySearchStore(run, "me"), policy, method="sample")
+    ctx.reward = SignallingReward()
+    outcome = asyncio.run(asyncio.wait_for(execute_run(ctx), timeout=10))
+    assert waited and not outcome.interrupted and run.status == RunStatus.DONE.value
+    # The level is still committed whole, in parent order: the tree a plain run gets.
+    plain = MemoryRun(PROBLEMS[:1])
+    search(plain, method="sample")
+    assert trees(run) == trees(plain)

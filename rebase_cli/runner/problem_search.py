@@ -212,19 +212,22 @@ class ProblemSearch:
         if ctx.config.child_order != "best-first":
             expansions.sort(key=lambda e: e.key)
         parents = [(by_key[e.key], e.children) for e in expansions if e.children > 0]
-        batches: list[StepBatch] = await asyncio.gather(
-            *(self._request_steps(node, n) for node, n in parents)
-        )
+        # Each sibling group is scored as soon as its own steps return, so the reward server
+        # works while other generations are still in flight.
+        groups = await asyncio.gather(*(self._expand_parent(node, n) for node, n in parents))
+        batches = [batch for batch, _ in groups]
+        scores = [scored for _, scored in groups]
+        # The wrong-template check sees the level's batches in parent order, as one level.
         ctx.monitor.observe(batches, self.template)
-        scores: list[ScoreBatch] = await asyncio.gather(
-            *(
-                ctx.reward.score(
-                    self.problem.question, node.steps(), [c.text for c in batch.completions]
-                )
-                for (node, _), batch in zip(parents, batches, strict=True)
-            )
-        )
         return self._build_level(frontier[0].depth + 1, parents, batches, scores, decision)
+
+    async def _expand_parent(self, node: TreeNode, n: int) -> tuple[StepBatch, ScoreBatch]:
+        """One parent's children: request its steps, then score them as one sibling group."""
+        batch = await self._request_steps(node, n)
+        scored = await self.ctx.reward.score(
+            self.problem.question, node.steps(), [c.text for c in batch.completions]
+        )
+        return batch, scored
 
     async def _request_steps(self, node: TreeNode, n: int) -> StepBatch:
         config = self.ctx.config
