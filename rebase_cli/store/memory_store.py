@@ -24,6 +24,7 @@ from rebase_cli.domain import (
 from rebase_cli.errors import NotFoundError, StoreError
 from rebase_cli.store.leases import Lease, lease_held_error, lease_lost_error
 from rebase_cli.store.models import utcnow
+from rebase_cli.store.trees import check_follows, check_parents
 
 
 @dataclass
@@ -160,22 +161,11 @@ class InMemorySearchStore:
         allocations: list[tuple[int, int, float, int, int | None]] = []
         pid = problem.record.id
         for level in levels:
-            if level.depth != completed + 1:
-                raise StoreError(
-                    f"level {level.depth} of problem {pid} does not follow committed level "
-                    f"{completed}"
-                )
+            check_follows(pid, level, completed)
             parents = {ordinal for depth, ordinal in ordinals if depth == level.depth - 1}
 
-            def check_parent(ordinal: int, depth: int = level.depth, known=parents) -> None:  # type: ignore[no-untyped-def]
-                if ordinal not in known:
-                    raise StoreError(
-                        f"level {depth} of problem {pid} names parent {ordinal}, "
-                        f"which is not a node at depth {depth - 1}"
-                    )
-
+            check_parents(pid, level, parents)
             for parent_ordinal, weight, children, *subtree in level.allocations:
-                check_parent(parent_ordinal)
                 allocations.append(
                     (
                         level.depth - 1,
@@ -186,8 +176,6 @@ class InMemorySearchStore:
                     )
                 )
             for node in level.nodes:
-                if node.parent_ordinal is not None:
-                    check_parent(node.parent_ordinal)
                 if (node.depth, node.ordinal) in ordinals:
                     raise StoreError(
                         f"problem {pid} already has a node at depth {node.depth}, "

@@ -5,9 +5,9 @@ fence in the same transaction."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from sqlmodel import col, select
+from sqlmodel import select
 
 from rebase_cli.domain import Problem, ProblemRecord, ProblemStatus
 from rebase_cli.errors import NotFoundError
@@ -40,12 +40,10 @@ def add_problems(db: Database, run_id: int, problems: Iterable[Problem]) -> int:
         return added
 
 
-def problems_of_run(db: Database, run_id: int, statuses: Sequence[str] | None = None):
-    """The run's problems in dataset order, optionally only those with one of `statuses`."""
+def problems_of_run(db: Database, run_id: int) -> list[ProblemRow]:
+    """The run's problems in dataset order."""
     with db.read() as session:
         query = select(ProblemRow).where(ProblemRow.run_id == run_id)
-        if statuses is not None:
-            query = query.where(col(ProblemRow.status).in_(list(statuses)))
         return list(session.exec(query.order_by(ProblemRow.dataset_index)).all())
 
 

@@ -8,7 +8,7 @@ describe (store/models.py), and a test compares the two paths.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlmodel import select
 
@@ -61,11 +61,7 @@ def write_levels(
     completed = row[0]
     totals = [0, 0, 0, 0, 0, 0]
     for level in levels:
-        if level.depth != completed + 1:
-            raise StoreError(
-                f"level {level.depth} of problem {problem_id} does not follow committed level "
-                f"{completed}"
-            )
+        check_follows(problem_id, level, completed)
         parents: dict[int, int] = {}
         if level.depth > 0:
             # Read after the previous level's inserts: its nodes are this level's parents.
@@ -75,20 +71,12 @@ def write_levels(
                     (problem_id, level.depth - 1),
                 ).fetchall()
             )
-
-        def parent_id(ordinal: int, depth: int = level.depth, known=parents) -> int:  # type: ignore[no-untyped-def]
-            if ordinal not in known:
-                raise StoreError(
-                    f"level {depth} of problem {problem_id} names parent {ordinal}, "
-                    f"which is not a node at depth {depth - 1}"
-                )
-            return known[ordinal]
-
+        check_parents(problem_id, level, parents.keys())
         allocations = [
             (
                 problem_id,
                 level.depth - 1,
-                parent_id(parent_ordinal),
+                parents[parent_ordinal],
                 weight,
                 children,
                 subtree[0] if subtree else None,
@@ -98,7 +86,7 @@ def write_levels(
         nodes = [
             (
                 problem_id,
-                None if node.parent_ordinal is None else parent_id(node.parent_ordinal),
+                None if node.parent_ordinal is None else parents[node.parent_ordinal],
                 node.depth,
                 node.ordinal,
                 node.text,
@@ -125,6 +113,29 @@ def write_levels(
         totals[5] += c.retries
         completed = level.depth
     cursor.execute(_UPDATE_PROBLEM, (completed, *totals, elapsed, stored_now(), problem_id))
+
+
+def check_follows(problem_id: int, level: LevelCommit, completed: int) -> None:
+    """StoreError unless `level` is the one after the last committed depth `completed`, so a
+    replayed level can never duplicate nodes."""
+    if level.depth != completed + 1:
+        raise StoreError(
+            f"level {level.depth} of problem {problem_id} does not follow committed level "
+            f"{completed}"
+        )
+
+
+def check_parents(problem_id: int, level: LevelCommit, known: Collection[int]) -> None:
+    """StoreError when an allocation or a node of `level` names a parent ordinal that is not
+    a node at depth - 1 (`known`), before anything of the level is written."""
+    named = {allocation[0] for allocation in level.allocations}
+    named.update(n.parent_ordinal for n in level.nodes if n.parent_ordinal is not None)
+    missing = sorted(named.difference(known))
+    if missing:
+        raise StoreError(
+            f"level {level.depth} of problem {problem_id} names parent {missing[0]}, "
+            f"which is not a node at depth {level.depth - 1}"
+        )
 
 
 def read_nodes(cursor: sqlite3.Cursor, problem_id: int) -> tuple[NewNode, ...]:
