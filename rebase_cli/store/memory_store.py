@@ -163,7 +163,6 @@ class InMemorySearchStore:
         for level in levels:
             check_follows(pid, level, completed)
             parents = {ordinal for depth, ordinal in ordinals if depth == level.depth - 1}
-
             check_parents(pid, level, parents)
             for parent_ordinal, weight, children, *subtree in level.allocations:
                 allocations.append(
