@@ -44,6 +44,16 @@ class RunStatus(str, Enum):
     INTERRUPTED = "interrupted"
 
 
+@dataclass(frozen=True)
+class ProblemRecord:
+    """A stored problem of a run as a search needs it: `id` is the store's key for it,
+    `dataset_index` its position in the dataset (what seeds and reports name it by)."""
+
+    id: int
+    dataset_index: int
+    question: str
+
+
 class ProblemStatus(str, Enum):
     PENDING = "pending"
     RUNNING = "running"
@@ -146,8 +156,10 @@ class ScoreBatch:
 
 @dataclass(frozen=True)
 class NewNode:
-    """A child to persist in a level commit. `parent_ordinal` refers to the parent's ordinal at
-    depth - 1 (None for the root); `ordinal` is its position within its depth."""
+    """A node of a problem's tree: a child to persist in a level commit, and a committed node
+    as a store gives it back (equal to what was committed). `parent_ordinal` refers to the
+    parent's ordinal at depth - 1 (None for the root); `ordinal` is its position within its
+    depth."""
 
     depth: int
     ordinal: int
@@ -184,12 +196,9 @@ class LevelCommit:
     """Everything one depth step of one problem writes, committed in one transaction.
 
     `allocations` are (parent_ordinal at depth-1, weight, children), optionally followed by the
-    parent's subtree. When `finished` is set the problem's status becomes done (or failed with
-    `error`)."""
+    parent's subtree."""
 
     depth: int
     nodes: tuple[NewNode, ...]
     allocations: tuple[tuple[int, float, int] | tuple[int, float, int, int | None], ...] = ()
     counters: LevelCounters = field(default_factory=LevelCounters)
-    finished: bool = False
-    error: str | None = None

@@ -18,6 +18,7 @@ from rebase_cli.domain import LevelCommit, NewNode, Problem, RunStatus
 from rebase_cli.errors import RunLockedError
 from rebase_cli.store import repository as repo
 from rebase_cli.store.models import Run
+from rebase_cli.store.sqlite_store import SqliteSearchStore
 from tests.search_helpers import (
     connect,
     diff_runs,
@@ -205,14 +206,14 @@ def test_the_fence_refuses_writes_from_a_holder_that_lost_the_lease(db) -> None:
     repo.add_problems(db, run.id, [Problem(0, "0", "q", "1")])
     [problem] = repo.problems_of_run(db, run.id)
     root = LevelCommit(depth=0, nodes=(NewNode(0, 0, None, "", 1.0, 0),))
-    repo.acquire_lease(db, run.id, "old", timedelta(seconds=-1))  # stalled: already expired
-    old = repo.FencedDatabase(db, run.id, "old")
-    repo.acquire_lease(db, run.id, "new", timedelta(seconds=30))
-    new = repo.FencedDatabase(db, run.id, "new")
+    old = SqliteSearchStore(db, run.id, "old")
+    old.take_lease(timedelta(seconds=-1), lambda holder: False)  # stalled: already expired
+    new = SqliteSearchStore(db, run.id, "new")
+    new.take_lease(timedelta(seconds=30), lambda holder: False)
     with pytest.raises(RunLockedError, match="taken over"):
-        repo.commit_level(old, problem.id, root)
-    repo.commit_level(new, problem.id, root)
+        old.commit_levels(problem.id, [root], 0.0)
+    new.commit_levels(problem.id, [root], 0.0)
     assert [n.depth for n in repo.load_tree(db, problem.id)] == [0]
-    assert not repo.close_run(db, run.id, "old", RunStatus.INTERRUPTED)
-    assert repo.close_run(db, run.id, "new", RunStatus.DONE)
+    assert not old.close(RunStatus.INTERRUPTED, 0.0)
+    assert new.close(RunStatus.DONE, 0.0)
     assert repo.resolve_run(db, f"run-{run.id}").status == "done"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rebase_cli.domain import LevelCommit, LevelCounters, NewNode, Problem, TerminalReason
-from rebase_cli.store import repository
+from rebase_cli.store import problems, repository
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
 
@@ -175,11 +175,15 @@ def add_tree(
                 nodes=nodes,
                 allocations=allocations,
                 counters=counters(depth) if depth > 0 else LevelCounters(),
-                finished=finish and depth == last,
-                error=error if depth == last else None,
             ),
             elapsed=elapsed if depth == last else 0.0,
         )
+    if finish:
+        with db.driver_write() as cursor:
+            if error:
+                problems.mark_failed(cursor, problem_id, error)
+            else:
+                problems.mark_done(cursor, problem_id)
     return problem_id
 
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from rebase_cli.cli.app import app
 from rebase_cli.cli.search_progress import ProgressEvents
+from rebase_cli.domain import ProblemRecord
 from rebase_cli.sim.spawn import SpawnedSimulator
-from rebase_cli.store.models import ProblemRow
 from tests.search_helpers import query, start_simulator
 from tests.test_bad_input import SIM, checkpoint, data_dir, snapshot
 
@@ -71,9 +71,8 @@ def test_a_larger_limit_extends_a_finished_run(db: Path) -> None:
     assert query(db, "SELECT count(*), status FROM run") == [(1, "done")]
 
 
-def _problems(count: int) -> list[ProblemRow]:
-    return [ProblemRow(run_id=1, dataset_index=i, question="q", reference_answer="1")
-            for i in range(count)]  # fmt: skip
+def _problems(count: int) -> list[ProblemRecord]:
+    return [ProblemRecord(id=i + 1, dataset_index=i, question="q") for i in range(count)]
 
 
 @pytest.mark.parametrize("width", [80, 160])

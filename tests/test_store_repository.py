@@ -11,7 +11,7 @@ from rebase_cli.domain import LevelCommit, LevelCounters, NewNode, Problem, Term
 from rebase_cli.errors import NotFoundError, RunLockedError, StoreError
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
-from rebase_cli.store.models import Run
+from rebase_cli.store.models import AllocationRow, NodeRow, ProblemRow, Run
 
 
 def _run(db: Database, name: str | None = None) -> Run:
@@ -73,16 +73,70 @@ def test_level_commit_writes_nodes_allocation_and_counters(db: Database) -> None
     assert problem.policy_completion_tokens == 15
 
 
-def test_interrupted_level_commit_leaves_nothing_behind(db: Database) -> None:
+def test_a_failing_commit_leaves_nothing_behind(db: Database) -> None:
+    """Level 1 is written, then level 2 fails on a duplicate position inside the same
+    transaction (SQLite's unique constraint): neither stays."""
     pid = _problem_id(db, _run(db))
     repo.commit_level(db, pid, _root())
     before = (_count(db, "node"), _count(db, "allocation"))
-    with pytest.raises(KeyError):
-        repo.commit_level(db, pid, _level_one(fail_on=2))  # fails after two nodes were added
+    twice = NewNode(2, 0, 0, "Step 2", 0.5, 9)
+    level_two = LevelCommit(depth=2, nodes=(twice, twice), allocations=((0, 1.0, 2),))
+    with pytest.raises(StoreError, match="UNIQUE"):
+        repo.commit_levels(db, pid, [_level_one(), level_two])
     assert (_count(db, "node"), _count(db, "allocation")) == before
     assert repo.problems_of_run(db, 1)[0].depth_completed == 0
     repo.commit_level(db, pid, _level_one())  # the level can then be committed cleanly
     assert _count(db, "node") == 4
+
+
+def test_level_rows_equal_those_the_orm_writes(db: Database) -> None:
+    """The level commit bypasses the ORM: its rows must be the ones the models would write,
+    column by column and storage type by type."""
+    run = _run(db)
+    repo.add_problems(db, run.id, [Problem(i, f"p{i}", "q", "2") for i in range(2)])
+    fast, orm = (p.id for p in repo.problems_of_run(db, run.id))
+    level = LevelCommit(
+        depth=1,
+        nodes=(
+            NewNode(1, 0, 0, "Step 1: 2", 0.25, 7, 11, 7, "stop", TerminalReason.ANSWER, "2", 3),
+            NewNode(1, 1, 0, "Step 1: x", 1.0, 5, 0, 5, "length", None, None, None),
+        ),
+        allocations=((0, 0.5, 2, 1),),
+    )
+    repo.commit_levels(db, fast, [_root(), level])
+    with db.write() as session:
+        root = NodeRow(problem_id=orm, depth=0, ordinal=0, text="", score=1.0)
+        session.add(root)
+        session.flush()
+        session.add(AllocationRow(problem_id=orm, depth=0, node_id=root.id, weight=0.5,
+                                  children=2, subtree=1))  # fmt: skip
+        for node in level.nodes:
+            session.add(
+                NodeRow(
+                    problem_id=orm, parent_id=root.id, depth=1, ordinal=node.ordinal,
+                    text=node.text, score=node.score, path_tokens=node.path_tokens,
+                    prompt_tokens=node.prompt_tokens, completion_tokens=node.completion_tokens,
+                    finish_reason=node.finish_reason, terminal=node.terminal,
+                    terminal_reason=node.terminal_reason.value if node.terminal_reason else None,
+                    answer=node.answer, seed=node.seed,
+                )
+            )  # fmt: skip
+
+    def rows(table: str, problem_id: int) -> list[tuple]:
+        with db.read() as session:
+            connection = session.connection()
+            names = [c[1] for c in connection.exec_driver_sql(f"PRAGMA table_info({table})")]
+            kept = [n for n in names if n not in ("id", "problem_id", "parent_id", "node_id")]
+            columns = ", ".join(f"{n}, typeof({n})" for n in kept)
+            return connection.exec_driver_sql(
+                f"SELECT {columns} FROM {table} WHERE problem_id = ? ORDER BY id", (problem_id,)
+            ).all()
+
+    assert rows("node", fast) == rows("node", orm)
+    assert rows("allocation", fast) == rows("allocation", orm)
+    with db.read() as session:
+        started = session.get(ProblemRow, fast).started_at
+    assert started is not None and started.tzinfo is not None  # reads back as the ORM's UTC
 
 
 def test_exception_inside_a_write_transaction_rolls_back(db: Database) -> None:
@@ -101,20 +155,6 @@ def test_a_level_that_does_not_follow_is_refused(db: Database) -> None:
     with pytest.raises(StoreError, match="does not follow"):
         repo.commit_level(db, pid, _level_one())
     assert _count(db, "node") == 4
-
-
-def test_finished_level_sets_status(db: Database) -> None:
-    pid = _problem_id(db, _run(db))
-    repo.commit_level(db, pid, _root())
-    level = LevelCommit(
-        depth=1,
-        nodes=(NewNode(1, 0, 0, "The answer is: 2", 0.9, 6, terminal_reason=TerminalReason.ANSWER,
-                       answer="2"),),
-        allocations=((0, 1.0, 1),),
-        finished=True,
-    )  # fmt: skip
-    repo.commit_level(db, pid, level)
-    assert repo.problems_of_run(db, 1, statuses=["done"])[0].id == pid
 
 
 def test_resolve_run_by_id_name_and_latest(db: Database) -> None:

@@ -15,8 +15,9 @@ from rebase_cli.cli.search_progress import ProgressEvents
 from rebase_cli.reports.servers import server_rows
 from rebase_cli.runner import reproducibility
 from rebase_cli.runner.setup import PreparedRun, RunRequest
-from rebase_cli.store import repository as repo
+from rebase_cli.store.aggregates import run_totals
 from rebase_cli.store.database import Database
+from rebase_cli.store.runs import resolve_run
 
 if TYPE_CHECKING:  # the runner pulls in the clients (openai), which other commands need not pay for
     from rebase_cli.runner.runner import RunOutcome
@@ -54,7 +55,7 @@ def execute_search(
             out.print(f"[yellow]check {finding.check}[/]: {finding.detail}", highlight=False)
 
     def events(prepared):  # type: ignore[no-untyped-def]
-        totals = repo.run_totals(db, prepared.run.id)
+        totals = run_totals(db, prepared.run.id)
         events = ProgressEvents(out, f"run-{prepared.run.id}", run_total=totals["problems"])
         holder["events"] = events.__enter__()
         return holder["events"]
@@ -79,8 +80,8 @@ def execute_search(
     if result is None:
         return None, None, {}, received
     prepared, outcome = result
-    totals = repo.run_totals(db, prepared.run.id)
-    stored = repo.resolve_run(db, f"run-{prepared.run.id}")
+    totals = run_totals(db, prepared.run.id)
+    stored = resolve_run(db, f"run-{prepared.run.id}")
     facts = reproducibility.read(stored.capabilities_json)
     summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
                "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict()}  # fmt: skip

@@ -16,8 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from rebase_cli.domain import LevelCommit
-from rebase_cli.store.models import ProblemRow
+from rebase_cli.domain import LevelCommit, ProblemRecord
 
 # Below this width the rates are left out so that count, elapsed time and ETA stay on the line.
 WIDE = 110
@@ -66,7 +65,7 @@ class ProgressEvents:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
-    def started(self, problems: Sequence[ProblemRow]) -> None:
+    def started(self, problems: Sequence[ProblemRecord]) -> None:
         self.started_at = time.monotonic()
         # A resumed run counts against its whole size: the problems finished before count as
         # done from the start (the rates and ETA cover only this session's work).
@@ -80,13 +79,13 @@ class ProgressEvents:
             failed=0,
         )
 
-    def level_committed(self, problem: ProblemRow, level: LevelCommit) -> None:
+    def level_committed(self, problem: ProblemRecord, level: LevelCommit) -> None:
         self.nodes += len(level.nodes)
         counters = level.counters
         self.tokens += counters.policy_prompt_tokens + counters.policy_completion_tokens
         self._refresh(advance=0)
 
-    def problem_finished(self, problem: ProblemRow, status: str, error: str | None) -> None:
+    def problem_finished(self, problem: ProblemRecord, status: str, error: str | None) -> None:
         if status == "failed":
             self.failed += 1
         self._refresh(advance=1)

@@ -6,35 +6,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rebase_cli.domain import LevelCommit, StepBatch
+from rebase_cli.domain import LevelCommit, ProblemRecord, StepBatch
 from rebase_cli.errors import ConfigError
 from rebase_cli.grading import extract_answer
 from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.config import SearchConfig
 from rebase_cli.runner.steps import ended_at_delimiter
 from rebase_cli.search.base import Strategy
-from rebase_cli.store.database import Database
-from rebase_cli.store.models import ProblemRow
+from rebase_cli.store.search_store import SearchStore
 
 
 class SearchEvents(Protocol):
     """Progress notifications (the CLI draws a progress bar from them)."""
 
-    def started(self, problems: Sequence[ProblemRow]) -> None: ...
+    def started(self, problems: Sequence[ProblemRecord]) -> None: ...
 
-    def level_committed(self, problem: ProblemRow, level: LevelCommit) -> None: ...
+    def level_committed(self, problem: ProblemRecord, level: LevelCommit) -> None: ...
 
-    def problem_finished(self, problem: ProblemRow, status: str, error: str | None) -> None: ...
+    def problem_finished(self, problem: ProblemRecord, status: str, error: str | None) -> None: ...
 
 
 class NoEvents:
-    def started(self, problems: Sequence[ProblemRow]) -> None:
+    def started(self, problems: Sequence[ProblemRecord]) -> None:
         pass
 
-    def level_committed(self, problem: ProblemRow, level: LevelCommit) -> None:
+    def level_committed(self, problem: ProblemRecord, level: LevelCommit) -> None:
         pass
 
-    def problem_finished(self, problem: ProblemRow, status: str, error: str | None) -> None:
+    def problem_finished(self, problem: ProblemRecord, status: str, error: str | None) -> None:
         pass
 
 
@@ -72,8 +71,9 @@ class DelimiterMonitor:
 
 @dataclass
 class SearchContext:
-    db: Database
-    run_id: int
+    """`store` is bound to the run and to this process's lease owner id."""
+
+    store: SearchStore
     config: SearchConfig
     template: PromptTemplate
     strategy: Strategy
@@ -83,3 +83,7 @@ class SearchContext:
     monitor: DelimiterMonitor
     # Scores whole paths (whole-solution sampling); None for the step-by-step methods.
     path_scorer: object | None = None
+
+    @property
+    def run_id(self) -> int:
+        return self.store.run_id

@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime, timezone
 
 from rebase_cli.serving.process import is_same_process, start_time
-from rebase_cli.store import repository as repo
+from rebase_cli.store import leases
 from rebase_cli.store.database import Database
 
 
@@ -47,7 +47,7 @@ def refuse_if_searched(db: Database, run_id: int, doing: str) -> None:
     """RunLockedError when a live process holds the run's lease; writes nothing.
 
     `doing` names what is refused (`resume`, `delete`)."""
-    lease = repo.live_lease(db, run_id)
+    lease = leases.live_lease(db, run_id)
     if lease is None or holder_is_gone(lease.owner):
         return
-    raise repo.lease_held_error(run_id, lease, None if doing == "resume" else doing)
+    raise leases.lease_held_error(run_id, lease, None if doing == "resume" else doing)

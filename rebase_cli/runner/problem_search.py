@@ -1,8 +1,9 @@
 """The level loop of one problem: decide, expand, score, commit; resumable at any level.
 
 Invariant: the in-memory tree always equals the committed tree. A level is built entirely in
-memory and written by one `commit_level` transaction; if anything fails or is cancelled before
-that commit, nothing of the level exists and a resume redoes it with the same seeds.
+memory and written by one `SearchStore.commit_levels` transaction; if anything fails or is
+cancelled before that commit, nothing of the level exists and a resume redoes it with the same
+seeds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rebase_cli.domain import (
     LevelDecision,
     NewNode,
     NodeSnapshot,
+    ProblemRecord,
     ScoreBatch,
     StepBatch,
 )
@@ -27,8 +29,6 @@ from rebase_cli.runner.context import SearchContext
 from rebase_cli.runner.seeds import request_seed
 from rebase_cli.runner.steps import classify_step
 from rebase_cli.runner.whole_sample import expand_whole
-from rebase_cli.store import repository as repo
-from rebase_cli.store.models import NodeRow, ProblemRow
 
 
 @dataclass
@@ -88,8 +88,8 @@ class ProblemTree:
     root_prompt: str
     levels: list[list[TreeNode]] = field(default_factory=list)
 
-    def add(self, record: NodeRow | NewNode, parent: TreeNode | None) -> TreeNode:
-        """Append a committed node (a stored row, or a level's NewNode just committed)."""
+    def add(self, record: NewNode, parent: TreeNode | None) -> TreeNode:
+        """Append a committed node (loaded from the store, or of a level just committed)."""
         prompt = (
             self.root_prompt if parent is None else self.template.extend(parent.prompt, record.text)
         )
@@ -129,13 +129,15 @@ class ProblemTree:
         )
 
 
-def rebuild_tree(rows: Sequence[NodeRow], template: PromptTemplate, question: str) -> ProblemTree:
-    """The in-memory tree of committed rows ordered by (depth, ordinal)."""
+def rebuild_tree(nodes: Sequence[NewNode], template: PromptTemplate, question: str) -> ProblemTree:
+    """The in-memory tree of committed nodes ordered by (depth, ordinal)."""
     tree = ProblemTree(template, template.render(question))
-    by_id: dict[int, TreeNode] = {}
-    for row in rows:
-        parent = by_id.get(row.parent_id) if row.parent_id is not None else None
-        by_id[row.id] = tree.add(row, parent)
+    by_position: dict[tuple[int, int], TreeNode] = {}
+    for node in nodes:
+        parent = None
+        if node.parent_ordinal is not None:
+            parent = by_position[(node.depth - 1, node.parent_ordinal)]
+        by_position[(node.depth, node.ordinal)] = tree.add(node, parent)
     return tree
 
 
@@ -154,7 +156,7 @@ def level_counters(batches: Sequence[StepBatch], scores: Sequence[ScoreBatch]) -
 class ProblemSearch:
     """Runs (or resumes) the search of one problem to completion."""
 
-    def __init__(self, ctx: SearchContext, problem: ProblemRow) -> None:
+    def __init__(self, ctx: SearchContext, problem: ProblemRecord) -> None:
         self.ctx = ctx
         self.problem = problem
         self.template = ctx.template
@@ -168,9 +170,8 @@ class ProblemSearch:
     async def _run(self) -> None:
         ctx, problem = self.ctx, self.problem
         started = time.monotonic()
-        await asyncio.to_thread(repo.mark_problem_running, ctx.db, problem.id)
-        rows = await asyncio.to_thread(repo.load_tree, ctx.db, problem.id)
-        tree = rebuild_tree(rows, self.template, problem.question)
+        nodes = await asyncio.to_thread(ctx.store.start_problem, problem.id)
+        tree = rebuild_tree(nodes, self.template, problem.question)
         if not tree.levels:
             await self._commit(tree, [self._root_level()], started)
             started = time.monotonic()
@@ -186,7 +187,7 @@ class ProblemSearch:
             )
             if decision.stop or decision.total_children == 0:
                 await asyncio.to_thread(
-                    repo.finish_problem, ctx.db, problem.id, time.monotonic() - started
+                    ctx.store.finish_problem, problem.id, time.monotonic() - started
                 )
                 return
             if depth == 0 and ctx.config.whole_solutions:
@@ -211,19 +212,22 @@ class ProblemSearch:
         if ctx.config.child_order != "best-first":
             expansions.sort(key=lambda e: e.key)
         parents = [(by_key[e.key], e.children) for e in expansions if e.children > 0]
-        batches: list[StepBatch] = await asyncio.gather(
-            *(self._request_steps(node, n) for node, n in parents)
-        )
+        # Each sibling group is scored as soon as its own steps return, so the reward server
+        # works while other generations are still in flight.
+        groups = await asyncio.gather(*(self._expand_parent(node, n) for node, n in parents))
+        batches = [batch for batch, _ in groups]
+        scores = [scored for _, scored in groups]
+        # The wrong-template check sees the level's batches in parent order, as one level.
         ctx.monitor.observe(batches, self.template)
-        scores: list[ScoreBatch] = await asyncio.gather(
-            *(
-                ctx.reward.score(
-                    self.problem.question, node.steps(), [c.text for c in batch.completions]
-                )
-                for (node, _), batch in zip(parents, batches, strict=True)
-            )
-        )
         return self._build_level(frontier[0].depth + 1, parents, batches, scores, decision)
+
+    async def _expand_parent(self, node: TreeNode, n: int) -> tuple[StepBatch, ScoreBatch]:
+        """One parent's children: request its steps, then score them as one sibling group."""
+        batch = await self._request_steps(node, n)
+        scored = await self.ctx.reward.score(
+            self.problem.question, node.steps(), [c.text for c in batch.completions]
+        )
+        return batch, scored
 
     async def _request_steps(self, node: TreeNode, n: int) -> StepBatch:
         config = self.ctx.config
@@ -302,7 +306,7 @@ class ProblemSearch:
     async def _commit(self, tree: ProblemTree, levels: list[LevelCommit], started: float) -> None:
         """Commit consecutive levels in one transaction, then add them to the in-memory tree."""
         await asyncio.to_thread(
-            repo.commit_levels, self.ctx.db, self.problem.id, levels, time.monotonic() - started
+            self.ctx.store.commit_levels, self.problem.id, levels, time.monotonic() - started
         )
         for level in levels:
             parents = tree.levels[level.depth - 1] if level.depth > 0 else []

@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from rebase_cli.domain import ProblemStatus, RunStatus
-from rebase_cli.errors import ConfigError, EndpointError, RebaseError, RunLockedError
+from rebase_cli.domain import ProblemRecord, ProblemStatus, RunStatus
+from rebase_cli.errors import ConfigError, EndpointError, RebaseError
 from rebase_cli.runner.context import SearchContext
-from rebase_cli.runner.holder import holder_is_gone, lease_owner
+from rebase_cli.runner.holder import holder_is_gone
 from rebase_cli.runner.problem_search import ProblemSearch
 from rebase_cli.runner.signals import finish_despite_cancel
-from rebase_cli.store import repository as repo
-from rebase_cli.store.models import ProblemRow
+from rebase_cli.store.leases import lease_lost_error
+from rebase_cli.store.search_store import SearchStore
 
 LEASE_TTL = timedelta(seconds=30)
 # Seconds; overrides LEASE_TTL. Tests and the torture benchmark shorten it so that a lease left
@@ -53,12 +54,10 @@ def lease_ttl() -> timedelta:
 
 @dataclass
 class RunOutcome:
-    """What a search session did; `interrupted` is set when it was cancelled."""
+    """What a search session did: its wall time, whether it was cancelled (`interrupted`) or
+    stopped by a run-level error (`aborted`), and the problems that failed (dataset index,
+    error)."""
 
-    run_id: int
-    problems_total: int
-    problems_done: int = 0
-    problems_failed: int = 0
     wall_seconds: float = 0.0
     interrupted: bool = False
     aborted: str | None = None
@@ -74,31 +73,27 @@ async def execute_run(ctx: SearchContext, *, interrupted: bool = False) -> RunOu
 
     The lease is taken before anything else: only its holder may reset problems that a killed
     process left `running` and continue them from their last committed level. Once taken, a
-    cancellation at any point (even while it is being taken) ends in `_close_run`, so the run
+    cancellation at any point (even while it is being taken) ends in closing the run, so it
     is never left `running` under the lease of a process that carried on; `interrupted` says
-    the caller was already cancelled, and the run is then closed as interrupted at once."""
-    owner = lease_owner()
+    the caller was already cancelled, and the run is then closed as interrupted at once.
+    Every write of the search goes through `ctx.store`, which checks the lease in the write's
+    own transaction: a process that lost the run while stalled can never commit a level over
+    the new holder's."""
+    store = ctx.store
     ttl = lease_ttl()
-    acquire = asyncio.to_thread(repo.acquire_lease, ctx.db, ctx.run_id, owner, ttl, holder_is_gone)
+    acquire = asyncio.to_thread(store.take_lease, ttl, holder_is_gone)
     interrupted = await finish_despite_cancel(acquire) or interrupted
-    # Every write of the search checks the lease in its own transaction: a process that lost
-    # the run while stalled can never commit a level over the new holder's.
-    fenced = replace(ctx, db=repo.FencedDatabase(ctx.db, ctx.run_id, owner))
-    outcome = RunOutcome(run_id=ctx.run_id, problems_total=0)
+    outcome = RunOutcome()
     started = time.monotonic()
     search: asyncio.Task[None] | None = None
     heartbeat: asyncio.Task[None] | None = None
     try:
         if interrupted:
             raise asyncio.CancelledError
-        await asyncio.to_thread(repo.reset_unfinished, fenced.db, ctx.run_id)
-        problems = await asyncio.to_thread(
-            repo.problems_of_run, ctx.db, ctx.run_id, [ProblemStatus.PENDING.value]
-        )
+        problems = await asyncio.to_thread(store.pending_problems)
         ctx.events.started(problems)
-        outcome.problems_total = len(problems)
-        search = asyncio.create_task(_search_all(fenced, problems, outcome))
-        heartbeat = asyncio.create_task(_heartbeat(ctx, owner, ttl))
+        search = asyncio.create_task(_search_all(ctx, problems, outcome))
+        heartbeat = asyncio.create_task(_heartbeat(ctx, ttl))
         # Whichever ends first decides: the search finishing, or the lease being lost.
         await asyncio.wait([search, heartbeat], return_when=asyncio.FIRST_COMPLETED)
         if heartbeat.done():
@@ -120,52 +115,44 @@ async def execute_run(ctx: SearchContext, *, interrupted: bool = False) -> RunOu
         if heartbeat is not None:
             heartbeat.cancel()
         outcome.wall_seconds = time.monotonic() - started
-        status = _final_status(ctx, outcome)
-        await asyncio.to_thread(_close_run, ctx, owner, status, outcome.wall_seconds)
+        await asyncio.to_thread(_close_run, store, outcome)
     return outcome
 
 
-def _final_status(ctx: SearchContext, outcome: RunOutcome) -> RunStatus:
+def final_status(outcome: RunOutcome, counts: Mapping[str, int]) -> RunStatus:
+    """The run's status after a session, from its outcome and its problems' status counts:
+    `done` only when every problem is done, so a run with failed problems stays visible to
+    `--resume`, which retries them."""
     if outcome.interrupted:
         return RunStatus.INTERRUPTED
     if outcome.aborted:
         return RunStatus.FAILED
-    statuses = {
-        problem.status
-        for problem in repo.problems_of_run(
-            ctx.db,
-            ctx.run_id,
-            statuses=[
-                ProblemStatus.PENDING.value,
-                ProblemStatus.RUNNING.value,
-                ProblemStatus.FAILED.value,
-            ],
-        )
+    open_statuses = {status for status, count in counts.items() if count} - {
+        ProblemStatus.DONE.value
     }
-    if statuses - {ProblemStatus.FAILED.value}:
+    if open_statuses - {ProblemStatus.FAILED.value}:
         return RunStatus.INTERRUPTED
-    # `done` means every problem is done: a run with failed problems stays visible to
-    # `--resume`, which retries them.
-    return RunStatus.FAILED if statuses else RunStatus.DONE
+    return RunStatus.FAILED if open_statuses else RunStatus.DONE
 
 
-def _close_run(ctx: SearchContext, owner: str, status: RunStatus, wall: float) -> None:
+def _close_run(store: SearchStore, outcome: RunOutcome) -> None:
     # A run taken over by another process keeps the status that process gives it.
-    repo.close_run(ctx.db, ctx.run_id, owner, status, wall_seconds=wall)
+    status = final_status(outcome, store.status_counts())
+    store.close(status, outcome.wall_seconds)
 
 
-async def _heartbeat(ctx: SearchContext, owner: str, ttl: timedelta) -> None:
+async def _heartbeat(ctx: SearchContext, ttl: timedelta) -> None:
     while True:
         await asyncio.sleep(ttl.total_seconds() / 3)
-        renewed = await asyncio.to_thread(repo.renew_lease, ctx.db, ctx.run_id, owner, ttl)
+        renewed = await asyncio.to_thread(ctx.store.renew_lease, ttl)
         if not renewed:
-            raise RunLockedError(
-                f"run-{ctx.run_id} was taken over by another process", "let that process finish"
-            )
+            raise lease_lost_error(ctx.run_id)
 
 
-async def _search_all(ctx: SearchContext, problems: list[ProblemRow], outcome: RunOutcome) -> None:
-    queue: asyncio.Queue[ProblemRow] = asyncio.Queue()
+async def _search_all(
+    ctx: SearchContext, problems: list[ProblemRecord], outcome: RunOutcome
+) -> None:
+    queue: asyncio.Queue[ProblemRecord] = asyncio.Queue()
     for problem in problems:
         queue.put_nowait(problem)
     state = {"consecutive_failures": 0}
@@ -186,7 +173,12 @@ async def _search_all(ctx: SearchContext, problems: list[ProblemRow], outcome: R
         await asyncio.gather(*workers, return_exceptions=True)
 
 
-async def _worker(ctx, queue, outcome: RunOutcome, state: dict) -> None:  # type: ignore[no-untyped-def]
+async def _worker(
+    ctx: SearchContext,
+    queue: asyncio.Queue[ProblemRecord],
+    outcome: RunOutcome,
+    state: dict[str, int],
+) -> None:
     while True:
         try:
             problem = queue.get_nowait()
@@ -198,8 +190,7 @@ async def _worker(ctx, queue, outcome: RunOutcome, state: dict) -> None:  # type
             # One problem failing loudly never drops budget silently: it is marked failed with
             # its error. Many in a row mean the endpoint itself is gone: stop the run.
             message = exc.one_line()
-            await asyncio.to_thread(repo.fail_problem, ctx.db, problem.id, message)
-            outcome.problems_failed += 1
+            await asyncio.to_thread(ctx.store.fail_problem, problem.id, message)
             outcome.failures.append((problem.dataset_index, message))
             ctx.events.problem_finished(problem, ProblemStatus.FAILED.value, message)
             state["consecutive_failures"] += 1
@@ -212,5 +203,4 @@ async def _worker(ctx, queue, outcome: RunOutcome, state: dict) -> None:  # type
                 ) from None
             continue
         state["consecutive_failures"] = 0
-        outcome.problems_done += 1
         ctx.events.problem_finished(problem, ProblemStatus.DONE.value, None)

@@ -23,7 +23,7 @@ from rebase_cli.prompts import load_template
 from rebase_cli.runner import reproducibility
 from rebase_cli.runner.config import SearchConfig
 from rebase_cli.runner.context import DelimiterMonitor, SearchContext, SearchEvents
-from rebase_cli.runner.holder import refuse_if_searched
+from rebase_cli.runner.holder import lease_owner, refuse_if_searched
 from rebase_cli.runner.runner import RunOutcome, execute_run, lease_ttl
 from rebase_cli.runner.setup import (
     Endpoints,
@@ -41,6 +41,7 @@ from rebase_cli.sim.flavours import DEFAULT_FLAVOUR, FLAVOURS
 from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
+from rebase_cli.store.sqlite_store import SqliteSearchStore
 from rebase_cli.url_lists import split_urls
 
 SIM = "sim"
@@ -326,8 +327,7 @@ async def run_search(
         await asyncio.to_thread(record_capabilities, checked)
         on_prepared(prepared, endpoints)
         ctx = SearchContext(
-            db=db,
-            run_id=prepared.run.id,
+            store=SqliteSearchStore(db, prepared.run.id, lease_owner()),
             config=prepared.config,
             template=load_template(prepared.config.template),
             strategy=strategy_for(prepared.config),

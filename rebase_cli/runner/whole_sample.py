@@ -26,6 +26,7 @@ from rebase_cli.domain import (
     LevelCommit,
     LevelCounters,
     NewNode,
+    ProblemRecord,
     StepBatch,
     TerminalReason,
 )
@@ -33,7 +34,6 @@ from rebase_cli.prompts import PromptTemplate
 from rebase_cli.runner.context import SearchContext
 from rebase_cli.runner.seeds import request_seed
 from rebase_cli.runner.steps import classify_step
-from rebase_cli.store.models import ProblemRow
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class PathStep:
 
 
 async def expand_whole(
-    ctx: SearchContext, problem: ProblemRow, root_prompt: str, n: int
+    ctx: SearchContext, problem: ProblemRecord, root_prompt: str, n: int
 ) -> list[LevelCommit]:
     """The levels 1..D of `n` whole paths from the root: one policy request, every step
     scored by `ctx.path_scorer`. Nothing is written; the caller commits the levels at once."""

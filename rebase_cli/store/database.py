@@ -17,8 +17,9 @@ from rebase_cli.store.migrate import upgrade_to_head
 
 
 class Database:
-    """An open, migrated database. Sessions come from `read()` and `write()`; each `write()`
-    block is one transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any exception)."""
+    """An open, migrated database. Sessions come from `read()` and `write()`, a driver cursor
+    from `driver_write()`; each write block is one transaction (BEGIN IMMEDIATE ... COMMIT,
+    rolled back on any exception)."""
 
     def __init__(self, path: Path, engine: Engine) -> None:
         self.path = path
@@ -66,6 +67,27 @@ class Database:
             session.begin(),
         ):
             yield session
+
+    @contextmanager
+    def driver_read(self) -> Iterator[sqlite3.Cursor]:
+        """A driver cursor in one read transaction."""
+        with self._translate(), self.engine.connect() as connection:
+            cursor = connection.connection.driver_connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+
+    @contextmanager
+    def driver_write(self) -> Iterator[sqlite3.Cursor]:
+        """A driver cursor in one write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on
+        any exception), for the hot path that writes rows without ORM objects."""
+        with self._translate(), self._writer.begin() as connection:
+            cursor = connection.connection.driver_connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
 
     @contextmanager
     def _translate(self) -> Iterator[None]:

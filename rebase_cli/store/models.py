@@ -14,6 +14,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def stored_now() -> str:
+    """utcnow() as SQLAlchemy writes it into a DateTime column on SQLite, for the statements
+    that bypass the ORM (the level commit): the same text, so both read back equal."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 class Run(SQLModel, table=True):
     """One search over one dataset. `run-42` is the run with id 42."""
 
