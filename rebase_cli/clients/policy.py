@@ -22,7 +22,6 @@ from rebase_cli.clients.pool import make_endpoint
 from rebase_cli.clients.retry import MalformedResponse, RetryPolicy
 from rebase_cli.clients.sampling_plan import GENERATE, SamplingPlan, plan_for
 from rebase_cli.clients.server_kind import SERVER_KINDS, ServerKind, identify
-from rebase_cli.clients.transport import parse_json
 from rebase_cli.domain import Completion, StepBatch
 
 COMPLETIONS = "/v1/completions"
@@ -236,6 +235,8 @@ class PolicyClient:
 
     async def model_id(self) -> str:
         """The model name used in requests: the given one, else the server's first model."""
+        if self._model is not None:  # known: no lock to take on every request
+            return self._model
         async with self._model_lock:
             if self._model is None:
                 self._model = await self.endpoint.model_id()
@@ -243,6 +244,8 @@ class PolicyClient:
 
     async def sampling_plan(self) -> SamplingPlan:
         """The plan for this server, identifying the server on first use."""
+        if self._plan is not None:  # known: no lock to take on every request
+            return self._plan
         async with self._model_lock:
             if self._plan is None:
                 if self._kind is None:
@@ -302,7 +305,7 @@ class PolicyClient:
         if stop:
             args["stop"] = list(stop)
         if plan.token_ids:
-            args["extra_body"] = {"return_token_ids": True}
+            args["return_token_ids"] = True
 
         async def request(first: int, count: int) -> tuple[Reply, int]:
             return await self._request(args, count, None if seed is None else seed + first)
@@ -383,19 +386,14 @@ class PolicyClient:
         return [(first, min(size, n - first)) for first in range(0, n, size)]
 
     async def _request(self, args: dict[str, Any], n: int, seed: int | None) -> tuple[Reply, int]:
-        params = dict(args, n=n)
+        body = dict(args, n=n)
         if seed is not None:
-            params["seed"] = seed
-
-        async def send() -> str:
-            raw = await self.endpoint.client.completions.with_raw_response.create(**params)
-            return raw.http_response.text
-
-        stop = params.get("stop") or ()
-        return await self.endpoint.call(
+            body["seed"] = seed
+        stop = body.get("stop") or ()
+        return await self.endpoint.post_json(
             COMPLETIONS,
-            send,
-            lambda text: parse_reply(parse_json(text), n, text, stop),
+            body,
+            lambda data, text: parse_reply(data, n, text, stop),
             tokens=lambda reply: reply.prompt_tokens + reply.completion_tokens,
         )
 
