@@ -79,10 +79,14 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
 
 
 def _token_ids(choice: dict) -> list[int] | None:
+    """The choice's token ids when they are a list of non-negative ints (bools excluded)."""
     ids = choice.get("token_ids")
-    if isinstance(ids, list) and all(_count(t) is not None for t in ids):
-        return ids
-    return None
+    if not isinstance(ids, list):
+        return None
+    # map/set/min run in C: this is checked for every token of every reply.
+    if ids and (not set(map(type, ids)) <= {int} or min(ids) < 0):
+        return None
+    return ids
 
 
 def parse_reply(data: Any, requested: int, body: str, stop: Sequence[str] = ()) -> Reply:

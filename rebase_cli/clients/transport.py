@@ -29,6 +29,7 @@ import aiohttp
 import httpx2
 import openai
 import orjson
+import yarl
 
 from rebase_cli.clients.retry import MalformedResponse, RetryPolicy, Target, with_retries
 from rebase_cli.errors import EndpointError
@@ -199,6 +200,8 @@ class Endpoint(Caller):
             sock_connect=self.timeout, sock_read=self.timeout, connect=self.timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, yarl.URL] = {}
+        self._targets: dict[tuple[str, str | None], Target] = {}
 
     def current(self) -> Endpoint:
         return self
@@ -220,7 +223,9 @@ class Endpoint(Caller):
         `APIStatusError` for a status >= 400, `APITimeoutError` for a timeout,
         `APIConnectionError` when the exchange broke (the aiohttp error is the cause), and
         aiohttp's own `ClientResponseError` when the reply is not HTTP at all."""
-        url = self.url + path
+        url = self._urls.get(path)
+        if url is None:  # parsed once per route: aiohttp would parse a string every time
+            url = self._urls[path] = yarl.URL(self.url + path)
         try:
             async with self._open_session().post(
                 url, data=data, headers=self._headers, allow_redirects=False
@@ -228,15 +233,15 @@ class Endpoint(Caller):
                 status = response.status
                 body = await response.read()
                 if status >= 400:
-                    raise self._status_error(url, status, response.raw_headers, body)
+                    raise self._status_error(str(url), status, response.raw_headers, body)
         except openai.APIStatusError:
             raise
         except aiohttp.ClientResponseError:
             raise
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            raise openai.APITimeoutError(request=httpx2.Request("POST", url)) from exc
+            raise openai.APITimeoutError(request=httpx2.Request("POST", str(url))) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise openai.APIConnectionError(request=httpx2.Request("POST", url)) from exc
+            raise openai.APIConnectionError(request=httpx2.Request("POST", str(url))) from exc
         return body.decode("utf-8", errors="replace")
 
     def _status_error(
@@ -254,7 +259,11 @@ class Endpoint(Caller):
             return await send()
 
     def target(self, path: str, not_found_hint: str | None = None) -> Target:
-        return Target(role=self.role, url=self.url, path=path, not_found_hint=not_found_hint)
+        target = self._targets.get((path, not_found_hint))
+        if target is None:
+            target = Target(role=self.role, url=self.url, path=path, not_found_hint=not_found_hint)
+            self._targets[(path, not_found_hint)] = target
+        return target
 
     async def call(
         self,
