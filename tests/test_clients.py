@@ -8,6 +8,7 @@ import json
 import math
 import re
 import socket
+import threading
 
 import pytest
 
@@ -384,6 +385,48 @@ def test_scores_outside_zero_one_are_rejected_and_retried(server):
     server.route("/v1/score", lambda request: Reply.json({"scores": [[1.0000000001, 0.0]]}))
     batch = score(server, "score", ["x"])
     assert batch.scores == (1.0,) and batch.retries == 1
+
+
+def test_a_non_finite_score_is_reported_as_such_not_as_a_body_that_is_not_json(server):
+    # Python servers write NaN into JSON; the fast parser refuses it, the fallback reads it.
+    server.route("/v1/score", lambda request: Reply(body='{"scores": [[NaN, 0.5]]}'))
+    with pytest.raises(EndpointError, match=r"p\(good\) is not a finite number: nan"):
+        score(server, "score", ["x"])
+
+
+def test_a_model_request_to_a_port_that_speaks_another_protocol_says_so():
+    """The model-request path (not the openai client) meets a non-HTTP reply."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def go():
+        client = make_reward_client("score", f"http://127.0.0.1:{port}", model="m", retry=FAST)
+        try:
+            await client.score("q", [], ["x"])
+        finally:
+            await client.aclose()
+
+    try:
+        with pytest.raises(
+            EndpointError, match=f"reward server http://127.0.0.1:{port} does not speak HTTP"
+        ):
+            asyncio.run(go())
+    finally:
+        listener.close()
 
 
 def test_classify_protocol_squashes_raw_rewards_in_candidate_order(server):
