@@ -315,7 +315,10 @@ class PolicyClient:
             return await self._request(args, count, None if seed is None else seed + first)
 
         chunks = self._chunks(n)
-        results = await asyncio.gather(*(request(first, count) for first, count in chunks))
+        if len(chunks) == 1:  # the usual case: no task to create and schedule for gather
+            results = [await request(*chunks[0])]
+        else:
+            results = await asyncio.gather(*(request(first, count) for first, count in chunks))
         slots: list[Completion | None] = [None] * n
         replies = []
         missing = []
