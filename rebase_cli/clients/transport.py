@@ -154,7 +154,8 @@ class Caller:
 
 
 class Endpoint(Caller):
-    """A model server reached through the official openai client.
+    """A model server: its model requests on the lean path (`post`), everything else through
+    the official openai client (`client`); see the module docstring.
 
     Invariant: at most `max_in_flight` HTTP attempts to this server run at once (waiting for a
     backoff does not hold a slot). Use from one event loop; `aclose()` when done."""
@@ -238,7 +239,7 @@ class Endpoint(Caller):
             raise
         except aiohttp.ClientResponseError:
             raise
-        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+        except (TimeoutError, asyncio.TimeoutError) as exc:  # one class from Python 3.11 on
             raise openai.APITimeoutError(request=httpx2.Request("POST", str(url))) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise openai.APIConnectionError(request=httpx2.Request("POST", str(url))) from exc
