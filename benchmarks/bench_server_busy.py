@@ -27,7 +27,12 @@ differs.
 an 8-GPU node for k = 8: k x `max-running` sequences at the same service time per request, so
 k times the throughput (data-parallel replicas behind one router; the simulator's cost model
 has no other notion of a larger server) and an ideal k times shorter. There our own CPU time
-matters more: the search must issue requests k times as fast to keep the server busy.
+matters more: the search must issue requests k times as fast to keep the server busy. Two
+bounds the ideal ignores decide there: the concurrency must hold k x `max-running` sequences
+in flight (32 problems of width <= 16 fill at most 512), and each problem is a chain of
+dependent requests (levels x per-request latency, which a larger server does not shorten), so
+with the same work the longest chain, not throughput, can set the wall time; a larger
+`--problems` makes throughput bind again.
 
 Figures: for each server size and concurrency, wall time of the search (from its summary),
 the ideal, their ratio (1.0 = the busier server never idled), each server's utilisation (its
