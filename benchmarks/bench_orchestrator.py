@@ -3,7 +3,7 @@ simulator with latency modelling off, and the CPU time per node spent in our own
 against a baseline commit measured in the same run.
 
     REBASE_DATA_DIR=../shared/data python benchmarks/bench_orchestrator.py
-        [--problems 100] [--budget 16] [--concurrency 32] [--baseline REV|none]
+        [--problems 100] [--budget 16] [--concurrency 32] [--baseline REV|none] [--repeat 1]
         [--no-profile] [--top 15] [--json]
 
 The simulator runs as its own process (`python -m rebase_cli.sim`, answers at once), so its CPU
@@ -16,7 +16,8 @@ on fresh databases:
   2. in-process searches (`runner.service.run_search`, no progress display, imports done
      before the clock starts; `inprocess_search.py` as a child process): first on a git
      worktree of `--baseline` (default HEAD~1; `none` skips it) in a temporary directory, then
-     on this checkout, both against the same simulator. Our CPU time per node
+     on this checkout, both against the same simulator (`--repeat N`: N of each, alternated,
+     and the run of median CPU time of each tree reported). Our CPU time per node
      (`time.process_time`, all threads) before and after, their ratio, nodes/s, and each goal
      figure of the orchestrator-efficiency issue with PASS or MISS;
   3. the same search under cProfile in this process (every thread, merged), printing the top
@@ -234,6 +235,15 @@ def measured_search(tree: Path, db: Path, url: str, args: argparse.Namespace) ->
 SIM_PID: list[int] = [0]
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median CPU time (the lower middle one of an even count), with every run's
+    CPU ms/node listed."""
+    ranked = sorted(runs, key=lambda run: run["cpu_seconds"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["cpu_ms_per_node_runs"] = [run["cpu_seconds"] * 1e3 / run["nodes"] for run in runs]
+    return chosen
+
+
 def describe_search(label: str, figures: dict) -> None:
     nodes = figures["nodes"]
     say(f"   {label}: {nodes:,} nodes, {figures['requests']:,} model requests")
@@ -249,6 +259,9 @@ def describe_search(label: str, figures: dict) -> None:
         f"     simulator CPU {figures['sim_cpu_seconds']:8.2f} s   -> "
         f"{figures['sim_cpu_seconds'] * 1e3 / nodes:8.3f} ms/node"
     )
+    if len(figures["cpu_ms_per_node_runs"]) > 1:
+        runs = ", ".join(f"{ms:.3f}" for ms in figures["cpu_ms_per_node_runs"])
+        say(f"     (the run of median CPU; our CPU ms/node of each run: {runs})")
 
 
 def goal_line(what: str, value: str, met: bool) -> str:
@@ -263,6 +276,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
         "--baseline", default="HEAD~1", help="commit to compare with (default HEAD~1); none: skip"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="in-process searches per tree (median CPU shown)"
     )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--top", type=int, default=15)
@@ -325,10 +341,21 @@ def main() -> None:
         before = None
         if args.baseline.lower() != "none":
             with worktree(args.baseline) as (tree, commit):
-                before = measured_search(tree, Path(tmp) / "before.db", sim.url, args)
+                befores, afters = [], []
+                for index in range(args.repeat):  # alternated, so drifting load hits both
+                    db = Path(tmp) / f"before{index}.db"
+                    befores.append(measured_search(tree, db, sim.url, args))
+                    db = Path(tmp) / f"after{index}.db"
+                    afters.append(measured_search(REPO, db, sim.url, args))
+            before = median_run(befores)
             before["commit"] = commit
             describe_search(f"baseline {commit} ({args.baseline})", before)
-        after = measured_search(REPO, Path(tmp) / "after.db", sim.url, args)
+        else:
+            afters = [
+                measured_search(REPO, Path(tmp) / f"after{index}.db", sim.url, args)
+                for index in range(args.repeat)
+            ]
+        after = median_run(afters)
         describe_search("this checkout", after)
         result["after"] = after
         result["before"] = before
