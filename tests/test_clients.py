@@ -10,10 +10,12 @@ import re
 import socket
 import threading
 
+import openai
 import pytest
 
 from rebase_cli.clients import PolicyClient, RetryPolicy, make_reward_client
 from rebase_cli.clients.policy import apportion
+from rebase_cli.clients.retry import MalformedResponse, backoff, out_of_tries
 from rebase_cli.clients.transport import server_root
 from rebase_cli.datasets import load_dataset
 from rebase_cli.errors import ConfigError, EndpointError
@@ -615,3 +617,22 @@ def test_simulated_faults_are_retried_and_counted(sim_problem):
 
     retries = run_against_sim({"faults": FaultConfig(**faults)}, go)
     assert retries > 0  # with 60% of model requests failing, 20 calls cannot all pass at once
+
+
+def test_backoff_doubles_up_to_its_cap_plus_bounded_jitter():
+    policy = RetryPolicy(backoff_initial=0.5, backoff_max=3.0, jitter=0.25)
+    for retry, base in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
+        waits = [backoff(policy, retry) for _ in range(200)]
+        assert all(base <= wait <= base + 0.25 for wait in waits)
+        assert max(waits) - min(waits) > 0.05  # jittered, so callers do not retry in lockstep
+
+
+def test_connection_failures_stop_on_the_time_bound_and_other_failures_on_attempts():
+    policy = RetryPolicy(max_attempts=3, max_total_wait=10.0)
+    refused = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    refused.__cause__ = ConnectionRefusedError()
+    broken = MalformedResponse("no `choices` list", "{}")
+    assert not out_of_tries(policy, refused, attempts=50, elapsed=9.9)
+    assert out_of_tries(policy, refused, attempts=2, elapsed=10.0)
+    assert not out_of_tries(policy, broken, attempts=2, elapsed=100.0)
+    assert out_of_tries(policy, broken, attempts=3, elapsed=0.0)
