@@ -4,7 +4,8 @@ paper's code runs).
 
     REBASE_DATA_DIR=../shared/data python benchmarks/bench_server_busy.py
         [--problems 200] [--budget 16] [--base-ms 20] [--prompt-token-ms 0.4]
-        [--output-token-ms 40] [--max-running 256] [--concurrency 32,8]
+        [--output-token-ms 40] [--max-running 256] [--concurrency 32,8] [--server-scale 1,8]
+        [--json]
 
 Two simulator processes stand in for two GPUs, one serving the policy and one the PRM. Each
 models a continuous-batching server: a request holds one slot per sequence for
@@ -22,14 +23,30 @@ the ratios, not the absolute seconds. The search is
 the same for every concurrency (same seed: the node counts must agree), so only the schedule
 differs.
 
-Figures: for each concurrency, wall time of the search (from its summary), the ideal, their
-ratio (1.0 = the busier server never idled), each server's utilisation (its ideal / wall) and
-mean queueing, and the ratio of the two wall times.
+`--server-scale 1,8` repeats the first (default) concurrency against servers k times as large,
+an 8-GPU node for k = 8: k x `max-running` sequences at the same service time per request, so
+k times the throughput (data-parallel replicas behind one router; the simulator's cost model
+has no other notion of a larger server) and an ideal k times shorter. There our own CPU time
+matters more: the search must issue requests k times as fast to keep the server busy. Two
+bounds the ideal ignores decide there: the concurrency must hold k x `max-running` sequences
+in flight (32 problems of width <= 16 fill at most 512), and each problem is a chain of
+dependent requests (levels x per-request latency, which a larger server does not shorten), so
+with the same work the longest chain, not throughput, can set the wall time; a larger
+`--problems` makes throughput bind again.
+
+Figures: for each server size and concurrency, wall time of the search (from its summary),
+the ideal, their ratio (1.0 = the busier server never idled), each server's utilisation (its
+ideal / wall) and mean queueing, and the ratio of the two wall times; then the issue's goal
+(wall <= 1.05 x ideal at the default concurrency) with PASS or MISS for each server size.
+`--json` prints the figures as one JSON object on stdout (the text goes to stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,6 +62,50 @@ from _common import (
     start_simulator,
 )
 
+GOAL_WALL_OVER_IDEAL = 1.05  # the orchestrator-efficiency issue's goal at the default concurrency
+
+
+def run_level(tmp: Path, policy_url: str, reward_url: str, concurrency: int, args, tag: str):
+    """One search at `concurrency` against the two servers; its figures (printed too)."""
+    sim_reset(policy_url)
+    sim_reset(reward_url)
+    cli = run_cli(
+        tmp / f"{tag}-c{concurrency}.db",
+        search_args(
+            policy_url,
+            reward_url,
+            problems=args.problems,
+            budget=args.budget,
+            extra=["--concurrency", str(concurrency)],
+        ),
+    )
+    summary = cli.summary()
+    stats = {"policy": sim_stats(policy_url), "reward": sim_stats(reward_url)}
+    wall = summary["wall_seconds"]
+    ideal = max(s["ideal_seconds"] for s in stats.values())
+    print(f"\n{tag}, --concurrency {concurrency}: {summary['nodes']:,} nodes")
+    print(
+        f"  search wall {wall:8.1f} s   ideal {ideal:8.1f} s   wall / ideal "
+        f"{wall / ideal:5.2f}   (our CPU {cli.cpu:.1f} s, process wall {cli.wall:.1f} s)"
+    )
+    for role, s in stats.items():
+        requests = sum(s["requests"].values())
+        cached = s["cached_prompt_tokens"] / max(s["prompt_tokens"], 1)
+        print(
+            f"  {role:6} ideal {s['ideal_seconds']:7.1f} s  utilisation "
+            f"{s['ideal_seconds'] / wall:6.1%}  busiest {s['max_in_flight']:4d}/"
+            f"{s['max_running']} sequences  queued {s['queue_seconds'] / requests:6.3f}"
+            f" s/request  {requests:,} requests  prefix-cached {cached:.0%}"
+        )
+    return {
+        "concurrency": concurrency,
+        "nodes": summary["nodes"],
+        "wall_seconds": wall,
+        "ideal_seconds": ideal,
+        "wall_over_ideal": wall / ideal,
+        "cpu_seconds": cli.cpu,
+    }
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -52,62 +113,66 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=16)
     add_gpu_model_options(parser)
     parser.add_argument("--concurrency", default="32,8", help="comma-separated; first is ours")
+    parser.add_argument(
+        "--server-scale",
+        default="1,8",
+        help="comma-separated server sizes (x max-running); sizes above 1 run the first "
+        "concurrency only",
+    )
+    parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    scales = [int(k) for k in args.server_scale.split(",")]
+    out = sys.stderr if args.json else sys.stdout
+    with contextlib.redirect_stdout(out):
+        results = measure(args, levels, scales)
+    if args.json:
+        print(json.dumps({"gpu_model": gpu_model_text(args), "runs": results}, indent=2))
 
+
+def measure(args: argparse.Namespace, levels: list[int], scales: list[int]) -> list[dict]:
     header(
         f"server busy: {args.problems} GSM8K problems, budget {args.budget}; each server: "
         + gpu_model_text(args)
     )
-    flags = gpu_model_flags(args)
     results = []
-    with (
-        start_simulator(*flags, role="policy") as policy,
-        start_simulator(*flags, role="reward") as reward,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        for concurrency in levels:
-            sim_reset(policy.url)
-            sim_reset(reward.url)
-            cli = run_cli(
-                Path(tmp) / f"c{concurrency}.db",
-                search_args(
-                    policy.url,
-                    reward.url,
-                    problems=args.problems,
-                    budget=args.budget,
-                    extra=["--concurrency", str(concurrency)],
-                ),
-            )
-            summary = cli.summary()
-            stats = {"policy": sim_stats(policy.url), "reward": sim_stats(reward.url)}
-            wall = summary["wall_seconds"]
-            ideal = max(s["ideal_seconds"] for s in stats.values())
-            results.append((concurrency, wall, ideal, summary["nodes"]))
-            print(f"\n--concurrency {concurrency}: {summary['nodes']:,} nodes")
-            print(
-                f"  search wall {wall:8.1f} s   ideal {ideal:8.1f} s   wall / ideal "
-                f"{wall / ideal:5.2f}   (our CPU {cli.cpu:.1f} s, process wall {cli.wall:.1f} s)"
-            )
-            for role, s in stats.items():
-                requests = sum(s["requests"].values())
-                cached = s["cached_prompt_tokens"] / max(s["prompt_tokens"], 1)
-                print(
-                    f"  {role:6} ideal {s['ideal_seconds']:7.1f} s  utilisation "
-                    f"{s['ideal_seconds'] / wall:6.1%}  busiest {s['max_in_flight']:4d}/"
-                    f"{s['max_running']} sequences  queued {s['queue_seconds'] / requests:6.3f}"
-                    f" s/request  {requests:,} requests  prefix-cached {cached:.0%}"
-                )
-    if len(results) > 1:
-        base = results[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for scale in scales:
+            scaled = argparse.Namespace(**{**vars(args), "max_running": args.max_running * scale})
+            flags = gpu_model_flags(scaled)
+            tag = f"{scale}x server ({scaled.max_running} running sequences)"
+            with (
+                start_simulator(*flags, role="policy") as policy,
+                start_simulator(*flags, role="reward") as reward,
+            ):
+                for concurrency in levels if scale == scales[0] else levels[:1]:
+                    row = run_level(Path(tmp), policy.url, reward.url, concurrency, args, tag)
+                    results.append({"server_scale": scale, **row})
+    first = [r for r in results if r["server_scale"] == scales[0]]
+    if len(first) > 1:
+        base = first[0]
         print()
-        for concurrency, wall, ideal, nodes in results[1:]:
-            same = "same tree" if nodes == base[3] else f"DIFFERENT trees: {nodes} vs {base[3]}"
+        for row in first[1:]:
+            nodes = row["nodes"]
+            same = "same tree" if nodes == base["nodes"] else f"DIFFERENT trees: {nodes}"
             print(
-                f"--concurrency {concurrency} takes {wall / base[1]:.2f}x the wall time of "
-                f"--concurrency {base[0]} ({same}; wall/ideal {wall / ideal:.2f} vs "
-                f"{base[1] / base[2]:.2f})"
+                f"--concurrency {row['concurrency']} takes "
+                f"{row['wall_seconds'] / base['wall_seconds']:.2f}x the wall time of "
+                f"--concurrency {base['concurrency']} ({same}; wall/ideal "
+                f"{row['wall_over_ideal']:.2f} vs {base['wall_over_ideal']:.2f})"
             )
+    print(f"\ngoal: wall <= {GOAL_WALL_OVER_IDEAL} x ideal at the default concurrency")
+    for row in results:
+        if row["concurrency"] != levels[0]:
+            continue
+        met = row["wall_over_ideal"] <= GOAL_WALL_OVER_IDEAL
+        row["goal_met"] = met
+        print(
+            f"  {'PASS' if met else 'MISS'}  {row['server_scale']}x server, --concurrency "
+            f"{row['concurrency']}: wall / ideal {row['wall_over_ideal']:.2f} "
+            f"({row['wall_seconds']:.1f} s vs {row['ideal_seconds']:.1f} s)"
+        )
+    return results
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ import json
 import math
 import re
 import socket
+import threading
 
+import openai
 import pytest
 
 from rebase_cli.clients import PolicyClient, RetryPolicy, make_reward_client
 from rebase_cli.clients.policy import apportion
+from rebase_cli.clients.retry import MalformedResponse, backoff, out_of_tries
 from rebase_cli.clients.transport import server_root
 from rebase_cli.datasets import load_dataset
 from rebase_cli.errors import ConfigError, EndpointError
@@ -389,6 +392,48 @@ def test_scores_outside_zero_one_are_rejected_and_retried(server):
     assert batch.scores == (1.0,) and batch.retries == 1
 
 
+def test_a_non_finite_score_is_reported_as_such_not_as_a_body_that_is_not_json(server):
+    # Python servers write NaN into JSON; the fast parser refuses it, the fallback reads it.
+    server.route("/v1/score", lambda request: Reply(body='{"scores": [[NaN, 0.5]]}'))
+    with pytest.raises(EndpointError, match=r"p\(good\) is not a finite number: nan"):
+        score(server, "score", ["x"])
+
+
+def test_a_model_request_to_a_port_that_speaks_another_protocol_says_so():
+    """The model-request path (not the openai client) meets a non-HTTP reply."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def go():
+        client = make_reward_client("score", f"http://127.0.0.1:{port}", model="m", retry=FAST)
+        try:
+            await client.score("q", [], ["x"])
+        finally:
+            await client.aclose()
+
+    try:
+        with pytest.raises(
+            EndpointError, match=f"reward server http://127.0.0.1:{port} does not speak HTTP"
+        ):
+            asyncio.run(go())
+    finally:
+        listener.close()
+
+
 def test_classify_protocol_squashes_raw_rewards_in_candidate_order(server):
     server.route(
         "/classify",
@@ -585,3 +630,22 @@ def test_every_reward_protocol_has_an_adapter_that_speaks_it() -> None:
     with pytest.raises(ConfigError) as caught:
         make_reward_client("logits", "http://127.0.0.1:9")
     assert "use one of score, classify, pooling" in caught.value.one_line()
+
+
+def test_backoff_doubles_up_to_its_cap_plus_bounded_jitter():
+    policy = RetryPolicy(backoff_initial=0.5, backoff_max=3.0, jitter=0.25)
+    for retry, base in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
+        waits = [backoff(policy, retry) for _ in range(200)]
+        assert all(base <= wait <= base + 0.25 for wait in waits)
+        assert max(waits) - min(waits) > 0.05  # jittered, so callers do not retry in lockstep
+
+
+def test_connection_failures_stop_on_the_time_bound_and_other_failures_on_attempts():
+    policy = RetryPolicy(max_attempts=3, max_total_wait=10.0)
+    refused = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    refused.__cause__ = ConnectionRefusedError()
+    broken = MalformedResponse("no `choices` list", "{}")
+    assert not out_of_tries(policy, refused, attempts=50, elapsed=9.9)
+    assert out_of_tries(policy, refused, attempts=2, elapsed=10.0)
+    assert not out_of_tries(policy, broken, attempts=2, elapsed=100.0)
+    assert out_of_tries(policy, broken, attempts=3, elapsed=0.0)

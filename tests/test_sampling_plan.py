@@ -185,6 +185,23 @@ def test_node_tokens_are_the_token_id_counts_not_a_share_of_the_usage(vllm_fake)
     assert caps["token_counts"] == "exact" and caps["server"] == "vllm"
 
 
+@pytest.mark.parametrize("bad_ids", [[5, True], [5, -1], [5, 6.0], [5, "6"], [5, None]], ids=repr)
+def test_token_ids_that_are_not_all_non_negative_ints_are_not_counted(bad_ids):
+    """One bad id in any choice: every choice's count is the usage split by text length."""
+    data = {
+        "choices": [
+            vllm_choice(0, "a much longer step text", "\n", [5, 6]),
+            vllm_choice(1, "b", "\n", bad_ids),
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 9},
+    }
+    reply = parse_reply(data, 2, "", ["\n"])
+    assert [c.completion_tokens for c in reply.completions] == [9, 0]  # 9 split 23:1
+    assert not reply.exact_tokens
+    exact = parse_reply({**data, "choices": data["choices"][:1]}, 1, "", ["\n"])
+    assert [c.completion_tokens for c in exact.completions] == [2]
+
+
 def test_vllm_eos_is_terminal_eos_and_not_a_step_end(vllm_fake):
     def reply(request):
         choices = [

@@ -22,7 +22,6 @@ from rebase_cli.clients.pool import make_endpoint
 from rebase_cli.clients.retry import MalformedResponse, RetryPolicy
 from rebase_cli.clients.sampling_plan import GENERATE, SamplingPlan, plan_for
 from rebase_cli.clients.server_kind import SERVER_KINDS, ServerKind, identify
-from rebase_cli.clients.transport import parse_json
 from rebase_cli.domain import Completion, StepBatch
 
 COMPLETIONS = "/v1/completions"
@@ -80,10 +79,14 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
 
 
 def _token_ids(choice: dict) -> list[int] | None:
+    """The choice's token ids when they are a list of non-negative ints (bools excluded)."""
     ids = choice.get("token_ids")
-    if isinstance(ids, list) and all(_count(t) is not None for t in ids):
-        return ids
-    return None
+    if not isinstance(ids, list):
+        return None
+    # map/set/min run in C: this is checked for every token of every reply.
+    if ids and (not set(map(type, ids)) <= {int} or min(ids) < 0):
+        return None
+    return ids
 
 
 def parse_reply(data: Any, requested: int, body: str, stop: Sequence[str] = ()) -> Reply:
@@ -236,6 +239,8 @@ class PolicyClient:
 
     async def model_id(self) -> str:
         """The model name used in requests: the given one, else the server's first model."""
+        if self._model is not None:  # known: no lock to take on every request
+            return self._model
         async with self._model_lock:
             if self._model is None:
                 self._model = await self.endpoint.model_id()
@@ -243,6 +248,8 @@ class PolicyClient:
 
     async def sampling_plan(self) -> SamplingPlan:
         """The plan for this server, identifying the server on first use."""
+        if self._plan is not None:  # known: no lock to take on every request
+            return self._plan
         async with self._model_lock:
             if self._plan is None:
                 if self._kind is None:
@@ -303,13 +310,16 @@ class PolicyClient:
         if stop:
             args["stop"] = list(stop)
         if plan.token_ids:
-            args["extra_body"] = {"return_token_ids": True}
+            args["return_token_ids"] = True
 
         async def request(first: int, count: int) -> tuple[Reply, int]:
             return await self._request(args, count, None if seed is None else seed + first)
 
         chunks = self._chunks(n)
-        results = await asyncio.gather(*(request(first, count) for first, count in chunks))
+        if len(chunks) == 1:  # the usual case: no task to create and schedule for gather
+            results = [await request(*chunks[0])]
+        else:
+            results = await asyncio.gather(*(request(first, count) for first, count in chunks))
         slots: list[Completion | None] = [None] * n
         replies = []
         missing = []
@@ -384,19 +394,14 @@ class PolicyClient:
         return [(first, min(size, n - first)) for first in range(0, n, size)]
 
     async def _request(self, args: dict[str, Any], n: int, seed: int | None) -> tuple[Reply, int]:
-        params = dict(args, n=n)
+        body = dict(args, n=n)
         if seed is not None:
-            params["seed"] = seed
-
-        async def send() -> str:
-            raw = await self.endpoint.client.completions.with_raw_response.create(**params)
-            return raw.http_response.text
-
-        stop = params.get("stop") or ()
-        return await self.endpoint.call(
+            body["seed"] = seed
+        stop = body.get("stop") or ()
+        return await self.endpoint.post_json(
             COMPLETIONS,
-            send,
-            lambda text: parse_reply(parse_json(text), n, text, stop),
+            body,
+            lambda data, text: parse_reply(data, n, text, stop),
             tokens=lambda reply: reply.prompt_tokens + reply.completion_tokens,
         )
 

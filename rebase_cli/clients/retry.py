@@ -13,6 +13,8 @@ after a known time with one line naming the server and the last error.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,15 +22,6 @@ from typing import TypeVar
 
 import aiohttp
 import openai
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
 
 from rebase_cli.errors import EndpointError
 
@@ -181,16 +174,21 @@ def is_unreachable(exc: BaseException | None) -> bool:
     return not isinstance(exc, openai.APITimeoutError)
 
 
-def _stop_rule(policy: RetryPolicy) -> Callable[[RetryCallState], bool]:
-    """Connection failures: stop on the time bound. Anything else: on the attempt bound."""
-    out_of_time = stop_after_delay(policy.max_total_wait)
-    out_of_attempts = stop_after_attempt(policy.max_attempts)
+def backoff(policy: RetryPolicy, retry: int) -> float:
+    """Seconds to wait before retry `retry` (1-based): exponential, capped, plus jitter."""
+    exponential = min(policy.backoff_initial * 2 ** (retry - 1), policy.backoff_max)
+    return max(0.0, exponential) + random.uniform(0.0, policy.jitter)
 
-    def stop(state: RetryCallState) -> bool:
-        failure = state.outcome.exception() if state.outcome else None
-        return out_of_time(state) if is_unreachable(failure) else out_of_attempts(state)
 
-    return stop
+def out_of_tries(
+    policy: RetryPolicy, failure: BaseException, attempts: int, elapsed: float
+) -> bool:
+    """Whether to stop after `attempts` attempts failed, the last with `failure`, `elapsed`
+    seconds after the first began. Connection failures: the time bound; anything else: the
+    attempt bound."""
+    if is_unreachable(failure):
+        return elapsed >= policy.max_total_wait
+    return attempts >= policy.max_attempts
 
 
 async def with_retries(
@@ -200,21 +198,21 @@ async def with_retries(
 
     `attempt` raises openai errors or MalformedResponse; a non-retried status becomes an
     EndpointError at once, exhaustion becomes an EndpointError naming the last failure.
-    Cancellation passes straight through."""
-    retrying = AsyncRetrying(
-        stop=_stop_rule(policy),
-        wait=wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
-        + wait_random(0, policy.jitter),
-        retry=retry_if_exception(is_transient),
-        reraise=True,
-    )
+    Cancellation passes straight through. A first attempt that succeeds costs one await and
+    nothing else (this runs for every model request)."""
     started = time.monotonic()
     attempts = 0
     try:
-        async for attempt_state in retrying:
-            with attempt_state:
-                attempts = attempt_state.retry_state.attempt_number
-                result = await attempt()
+        while True:
+            attempts += 1
+            try:
+                return await attempt(), attempts - 1
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if out_of_tries(policy, exc, attempts, time.monotonic() - started):
+                    raise
+            await asyncio.sleep(backoff(policy, attempts))
     except openai.APIStatusError as exc:
         if not is_transient(exc):
             raise refused(target, exc) from None
@@ -229,4 +227,3 @@ async def with_retries(
             f"{target.where} does not speak HTTP ({first})",
             "check the URL's port: it must be the OpenAI-compatible server's",
         ) from None
-    return result, attempts - 1

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -388,6 +388,55 @@ class Simulator:
         }
 
 
+# A model route's work: given how to read the request body, (status, JSON body).
+Responder = Callable[[Callable[[], Awaitable[bytes]]], Awaitable[tuple[int, bytes]]]
+
+
+class SimApp(Starlette):
+    """The Starlette app, with POSTs to the model routes answered directly at the ASGI level.
+
+    Those are nearly every request a search makes; Starlette's middleware, routing and
+    request objects cost the simulator about as much CPU as the simulated models themselves,
+    and the simulator shares the machine with the client it serves. The direct path answers
+    exactly what the Starlette route answers (the same body bytes, status, content-type and
+    content-length); everything else, and other methods on those paths, go to Starlette."""
+
+    def __init__(self, fast_posts: dict[str, Responder], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fast_posts = fast_posts
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        respond = (
+            self.fast_posts.get(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
+        if respond is None:
+            await super().__call__(scope, receive, send)
+            return
+
+        async def read_body() -> bytes:
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect  # as Request.body() does
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+        try:
+            status, content = await respond(read_body)
+        except ClientDisconnect:
+            return  # nobody left to answer
+        headers = [
+            (b"content-length", str(len(content)).encode()),
+            (b"content-type", JSON.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(dumps(payload), status_code=status, media_type=JSON)
 
@@ -396,41 +445,52 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
     """The ASGI app of one simulator server. Datasets are loaded here (once), unless
     `problems` is given (tests and in-process use)."""
     sim = Simulator(config, problems)
+    fast_posts: dict[str, Responder] = {}  # filled by model_route
 
     def model_route(
         route: str, handler: Handler, serves: bool, role_hint: str, vllm: bool = False
-    ) -> Callable[[Request], Awaitable[Response]]:
+    ) -> Responder:
         error = vllm_error if vllm else sglang_error
 
-        async def endpoint(request: Request) -> Response:
+        async def respond(read_body: Callable[[], Awaitable[bytes]]) -> tuple[int, bytes]:
             sim.perf.count_request(route)
             if not serves:
                 message = f"this simulator serves the {sim.config.role} role; {route} {role_hint}"
-                return Response(error(message, 404, "NotFoundError"), 404, media_type=JSON)
-            data = await request.body()
+                return 404, error(message, 404, "NotFoundError")
+            data = await read_body()
             fault = sim.faults.draw()
             if fault is Fault.HTTP_500:
-                body = error("simulated fault: internal server error", 500, "InternalServerError")
-                return Response(body, 500, media_type=JSON)
+                return 500, error(
+                    "simulated fault: internal server error", 500, "InternalServerError"
+                )
             if fault is Fault.HTTP_503:
-                body = error("simulated fault: service unavailable", 503, "ServiceUnavailable")
-                return Response(body, 503, media_type=JSON)
+                return 503, error("simulated fault: service unavailable", 503, "ServiceUnavailable")
             if fault is Fault.HANG:
                 await asyncio.sleep(sim.config.faults.hang_seconds)
             try:
                 payload = await handler(parse_body(data))
             except BadRequest as exc:
                 sim.bad_requests += 1
-                return Response(error(exc.message), 400, media_type=JSON)
+                return 400, error(exc.message)
             except Exception as exc:  # a bug must not take the server down
                 sim.internal_errors += 1
                 logger.exception("simulator error on %s", route)
                 message = f"simulator error: {type(exc).__name__}: {exc}"
-                return Response(error(message, 500, "InternalServerError"), 500, media_type=JSON)
+                return 500, error(message, 500, "InternalServerError")
             content = dumps(payload)
             if fault is Fault.MALFORMED:
                 content = content[: max(1, len(content) // 2)]  # cut mid-JSON
-            return Response(content, media_type=JSON)
+            return 200, content
+
+        fast_posts[route] = respond
+        return respond
+
+    def model_endpoint(respond: Responder) -> Callable[[Request], Awaitable[Response]]:
+        """A model route as a Starlette endpoint (methods other than the fast POST path)."""
+
+        async def endpoint(request: Request) -> Response:
+            status, content = await respond(request.body)
+            return Response(content, status, media_type=JSON)
 
         return endpoint
 
@@ -514,7 +574,9 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
             Route("/server_info", server_info, methods=["GET"]),
             Route(
                 "/generate",
-                model_route("/generate", sim.generate, cfg.serves_policy, policy_hint),
+                model_endpoint(
+                    model_route("/generate", sim.generate, cfg.serves_policy, policy_hint)
+                ),
                 methods=["POST", "PUT"],
             ),
         ]
@@ -527,34 +589,38 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
         Route("/model_info", model_info, methods=["GET"]),
         Route(
             "/v1/completions",
-            model_route(
-                "/v1/completions",
-                sim.complete,
-                cfg.serves_policy,
-                policy_hint,
-                # vLLM and plain OpenAI-compatible servers answer errors as {"error": {...}}.
-                vllm=not cfg.server.sglang_routes,
+            model_endpoint(
+                model_route(
+                    "/v1/completions",
+                    sim.complete,
+                    cfg.serves_policy,
+                    policy_hint,
+                    # vLLM and plain OpenAI-compatible servers answer errors as {"error": {...}}.
+                    vllm=not cfg.server.sglang_routes,
+                )
             ),
             methods=["POST"],
         ),
         Route(
             "/v1/score",
-            model_route("/v1/score", sim.score, cfg.serves_reward, reward_hint),
+            model_endpoint(model_route("/v1/score", sim.score, cfg.serves_reward, reward_hint)),
             methods=["POST"],
         ),
         Route(
             "/classify",
-            model_route("/classify", sim.classify, cfg.serves_reward, reward_hint),
+            model_endpoint(model_route("/classify", sim.classify, cfg.serves_reward, reward_hint)),
             methods=["POST", "PUT"],
         ),
         Route(
             "/pooling",
-            model_route("/pooling", sim.pool, cfg.serves_reward, reward_hint, vllm=True),
+            model_endpoint(
+                model_route("/pooling", sim.pool, cfg.serves_reward, reward_hint, vllm=True)
+            ),
             methods=["POST"],
         ),
         Route("/sim/stats", stats, methods=["GET"]),
         Route("/sim/reset", reset, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = SimApp(fast_posts, routes=routes)
     app.state.sim = sim
     return app

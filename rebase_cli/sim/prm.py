@@ -32,6 +32,7 @@ _ASSISTANT = "<|im_start|>assistant"
 _CHAT_TOKEN = re.compile(r"<\|[^|<>]{1,40}\|>")
 _STANDARD_NORMAL = NormalDist()
 RAW_LABEL_MASS = 0.98  # share of the next-token distribution the two label tokens hold
+JUDGED_MEMORY = 50_000  # path prefixes remembered by PrmModel._judge
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,20 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """What judging a path prefix left: its labels and logits, and the state the next step
+    is judged in (the noise hash chain's key, whether the path is still on the reference and
+    whether it has derailed)."""
+
+    reference: Reference | None
+    key: int
+    on_track: bool
+    derailed: bool
+    labels: tuple[int, ...]
+    logits: tuple[float, ...]
+
+
 class PrmModel:
     """Scores steps of paths for one template's step and tag format."""
 
@@ -65,6 +80,7 @@ class PrmModel:
         self.tags = tuple(sorted((t for t in tags if t), key=len, reverse=True))
         self.pooling_tag = template.prm.pooling_step_tag
         self._tail = template.prompt.partition("{question}")[2].strip()
+        self._memo: dict[tuple[int, tuple[str, ...]], _Judged] = {}
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -108,43 +124,68 @@ class PrmModel:
 
     def labels(self, path: ParsedPath) -> list[int]:
         """+1 / -1 / 0 for every step of the path (see the module docstring)."""
-        reference, fmt = path.reference, self.format
-        labels: list[int] = []
-        on_track, derailed = reference is not None, False
-        for depth, step in enumerate(path.steps):
-            answer = fmt.answer_of(step)
-            if reference is not None and answer is not None:
-                right = on_track and same_answer(answer, reference.answer)
-                labels.append(1 if right else -1)
-                on_track = on_track and right
-                continue
-            if derailed:
-                labels.append(-1)
-                continue
-            if on_track and depth < len(reference.steps):  # type: ignore[union-attr]
-                expected = reference.steps[depth]  # type: ignore[union-attr]
-                norm = fmt.norm(step)
-                if norm == expected.norm:
-                    labels.append(1)
-                    continue
-                on_track = False
-                if mask_numbers(norm) == expected.masked:
-                    derailed = True
-                    labels.append(-1)
-                    continue
-            on_track = False
-            labels.append(check_claims(step).label)
-        return labels
+        return list(self._judge(path.reference, path.steps).labels)
 
     def logits(self, path: ParsedPath) -> list[float]:
         """signal * label + noise * z for every step."""
-        key = stable_hash(self.seed, path.reference.question if path.reference else "")
-        out = []
-        for step, label in zip(path.steps, self.labels(path), strict=True):
-            key = stable_hash(key, self.format.norm(step))
-            u = min(max(key / 2.0**64, 1e-12), 1.0 - 1e-12)
-            out.append(self.signal * label + self.noise * _STANDARD_NORMAL.inv_cdf(u))
-        return out
+        return list(self._judge(path.reference, path.steps).logits)
+
+    def _judge(self, reference: Reference | None, steps: tuple[str, ...]) -> _Judged:
+        """The judgement of `steps` under `reference`, step by step from the judgement of the
+        path without its last step. A step's label and noise depend only on the steps up to
+        it, so sibling candidates (and the next level's paths) share their prefix's work;
+        judgements are remembered, the memory cleared when full."""
+        memo_key = (id(reference), steps)
+        known = self._memo.get(memo_key)
+        if known is not None and known.reference is reference:
+            return known
+        if steps:
+            before = self._judge(reference, steps[:-1])
+            judged = self._next(before, steps[-1], len(steps) - 1)
+        else:
+            key = stable_hash(self.seed, reference.question if reference else "")
+            judged = _Judged(reference, key, reference is not None, False, (), ())
+        if len(self._memo) >= JUDGED_MEMORY:
+            self._memo.clear()
+        self._memo[memo_key] = judged
+        return judged
+
+    def _next(self, before: _Judged, step: str, depth: int) -> _Judged:
+        """`before` extended by `step` at `depth` (the rules of the module docstring)."""
+        reference, fmt = before.reference, self.format
+        on_track, derailed = before.on_track, before.derailed
+        norm = fmt.norm(step)
+        answer = fmt.answer_of(step)
+        if reference is not None and answer is not None:
+            right = on_track and same_answer(answer, reference.answer)
+            label = 1 if right else -1
+            on_track = on_track and right
+        elif derailed:
+            label = -1
+        else:
+            label = None
+            if on_track and depth < len(reference.steps):  # type: ignore[union-attr]
+                expected = reference.steps[depth]  # type: ignore[union-attr]
+                if norm == expected.norm:
+                    label = 1
+                else:
+                    on_track = False
+                    if mask_numbers(norm) == expected.masked:
+                        derailed, label = True, -1
+            if label is None:
+                on_track = False
+                label = check_claims(step).label
+        key = stable_hash(before.key, norm)
+        u = min(max(key / 2.0**64, 1e-12), 1.0 - 1e-12)
+        logit = self.signal * label + self.noise * _STANDARD_NORMAL.inv_cdf(u)
+        return _Judged(
+            reference,
+            key,
+            on_track,
+            derailed,
+            (*before.labels, label),
+            (*before.logits, logit),
+        )
 
     def step_scores(self, text: str) -> list[float]:
         """P(good) of every step of the path in `text`."""

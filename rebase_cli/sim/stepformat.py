@@ -7,12 +7,14 @@ answers the way a lenient grader would. Both simulated models use one instance p
 
 from __future__ import annotations
 
+import functools
 import re
 from fractions import Fraction
 
 from rebase_cli.prompts import PromptTemplate
 from rebase_cli.sim.bank import norm_body
 
+NORM_MEMORY = 65_536  # step texts whose comparison form is remembered
 _ANSWER_NOISE = re.compile(r"\\!|\\,|\\;|\$|\\text\{\s*\}|^\\boxed\{(.*)\}$")
 
 
@@ -35,6 +37,9 @@ class StepFormat:
             else None
         )
         self._answer_head = head
+        # Both models compare the same steps again and again (every prompt and every scored
+        # path repeats its parent's steps): `norm` is pure, so its results are remembered.
+        self.norm = functools.lru_cache(maxsize=NORM_MEMORY)(self._norm)  # type: ignore[method-assign]
 
     def strip_prefix(self, step: str) -> str:
         """The step without its "Step k: " prefix and surrounding whitespace."""
@@ -45,7 +50,7 @@ class StepFormat:
                 return step[match.end() :]
         return step
 
-    def norm(self, step: str) -> str:
+    def _norm(self, step: str) -> str:
         """The comparison form of a step as written (prefix removed, see bank.norm_body)."""
         return norm_body(self.strip_prefix(step))
 
