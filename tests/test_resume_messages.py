@@ -109,3 +109,15 @@ def test_a_run_remembers_its_urls_and_never_a_key(tmp_path: Path) -> None:
         sim.stop()
     for file in tmp_path.glob("urls.db*"):  # the database and its WAL
         assert b"sk-secret" not in file.read_bytes()
+
+
+def test_operational_flags_given_with_run_reach_the_clients(db: Path) -> None:
+    """`--run` keeps the run's stored config, but a session's operational values (here the
+    wait for a down server) are the flags': a resume against a dead server gives up after
+    `--server-wait`, not after the stored default."""
+    dead = "http://127.0.0.1:9"
+    args = ["--policy", dead, "--reward", dead, "--server-wait", "1", "--skip-check"]
+    result = invoke(db, "search", "--run", "run-1", "--limit", "3", *args)
+    assert result.exit_code != 0
+    assert f"policy server {dead} unreachable for 1." in result.stderr, result.stderr
+    assert query(db, "SELECT count(*) FROM problem") == [(2,)]

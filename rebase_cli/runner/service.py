@@ -29,6 +29,7 @@ from rebase_cli.runner.setup import (
     Endpoints,
     PreparedRun,
     RunRequest,
+    continued_config,
     prepare_run,
     run_to_continue,
 )
@@ -276,7 +277,8 @@ async def run_search(
     config = run_request.new_config()
     if config is None:
         run = repo.resolve_run(db, run_request.run_ref or "")
-        config = SearchConfig.model_validate_json(run.config_json)
+        # The flags' operational values (timeouts, retries, in-flight caps) reach the clients.
+        config = continued_config(run, run_request)
         spec: str | None = run.dataset
     else:
         spec = run_request.dataset

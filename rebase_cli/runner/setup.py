@@ -175,10 +175,18 @@ def _refuse_if_done(
         raise RunAlreadyDone(run, have, by_resume)
 
 
+def continued_config(run: Run, request: RunRequest) -> SearchConfig:
+    """The config a continued run searches with: its stored config under the config file's
+    values and the flags. Semantic differences are refused by `_resume_named`; operational
+    ones (timeouts, in-flight caps, retries) apply to this session's clients."""
+    stored = json.loads(run.config_json)
+    return build_config({**stored, **request.file_values, **request.overrides})
+
+
 def _resume_named(db: Database, request: RunRequest, dataset: Dataset) -> PreparedRun:
     run = repo.resolve_run(db, request.run_ref or "")
     stored = SearchConfig(**json.loads(run.config_json))
-    wanted = build_config({**stored.model_dump(), **request.file_values, **request.overrides})
+    wanted = continued_config(run, request)
     differences = differing_keys(stored, wanted)
     if differences:
         raise ConfigError(
