@@ -15,7 +15,7 @@ from sqlmodel import select
 from rebase_cli.domain import LevelCommit, NewNode, TerminalReason
 from rebase_cli.errors import NotFoundError, StoreError
 from rebase_cli.store.database import Database
-from rebase_cli.store.models import AllocationRow, NodeRow, stored_now
+from rebase_cli.store.models import NodeRow, stored_now
 
 _INSERT_NODE = (
     "INSERT INTO node (problem_id, parent_id, depth, ordinal, text, score, path_tokens, "
@@ -172,20 +172,6 @@ def read_nodes(cursor: sqlite3.Cursor, problem_id: int) -> tuple[NewNode, ...]:
     )
 
 
-def commit_levels(
-    db: Database, problem_id: int, levels: Sequence[LevelCommit], elapsed: float = 0.0
-) -> None:
-    """`write_levels` in a transaction of its own, with no lease fence (building a database
-    outside a search: tests, benchmarks)."""
-    with db.driver_write() as cursor:
-        write_levels(cursor, problem_id, levels, elapsed)
-
-
-def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: float = 0.0) -> None:
-    """One level, as `commit_levels` writes it."""
-    commit_levels(db, problem_id, [level], elapsed)
-
-
 def load_tree(db: Database, problem_id: int) -> list[NodeRow]:
     """All node rows of a problem ordered by (depth, ordinal), with their ids (rescoring and
     reports address nodes by id)."""
@@ -195,17 +181,5 @@ def load_tree(db: Database, problem_id: int) -> list[NodeRow]:
                 select(NodeRow)
                 .where(NodeRow.problem_id == problem_id)
                 .order_by(NodeRow.depth, NodeRow.ordinal)
-            ).all()
-        )
-
-
-def load_allocations(db: Database, problem_id: int) -> list[AllocationRow]:
-    """A problem's allocation rows ordered by (depth, insertion)."""
-    with db.read() as session:
-        return list(
-            session.exec(
-                select(AllocationRow)
-                .where(AllocationRow.problem_id == problem_id)
-                .order_by(AllocationRow.depth, AllocationRow.id)
             ).all()
         )
