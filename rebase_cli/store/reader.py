@@ -10,7 +10,6 @@ Runs and score sets are few and go through SQLModel, whose column types parse th
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,11 +40,10 @@ from rebase_cli.records import (
 from rebase_cli.store.database import Database
 from rebase_cli.store.grades import AnswerReference, driver_cursor
 from rebase_cli.store.models import NodeRow, NodeScore, ProblemRow, Run, RunGroup, ScoreSet
+from rebase_cli.store.runs import resolve_run
 
 if TYPE_CHECKING:  # numpy is imported where the bulk tables are built: `rebase runs` needs none
     import numpy as np
-
-_RUN_REF = re.compile(r"^(?:run-)?(\d+)$")
 
 _TABLE_PROBLEMS = (
     "SELECT id, dataset_index, reference_answer, subject, level, status, error, depth_completed, "
@@ -122,20 +120,7 @@ class RunReader:
 
     def resolve(self, ref: str) -> RunRecord:
         """The run named by `run-42`, `42` (an id first, then a name), a name, or `latest`."""
-        ref = ref.strip()
-        with self.db.read() as session:
-            found: Run | None
-            if ref == "latest":
-                found = session.exec(select(Run).order_by(col(Run.id).desc())).first()
-            else:
-                match = _RUN_REF.match(ref)
-                found = session.get(Run, int(match.group(1))) if match else None
-                if found is None:
-                    found = session.exec(select(Run).where(Run.name == ref)).first()
-        if found is None:
-            where = str(self.db.engine.url).removeprefix("sqlite:///")
-            raise NotFoundError(f"no run {ref!r} in {where}", "list runs with `rebase runs`")
-        return run_record(found)
+        return run_record(resolve_run(self.db, ref))
 
     def group_runs(self, name: str) -> list[RunRecord] | None:
         """The runs of group `name`, oldest first; None when there is no such group."""
