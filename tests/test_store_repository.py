@@ -1,4 +1,5 @@
-"""Repository calls are transactions: a level commits whole or not at all."""
+"""The store's calls are transactions: a level commits whole or not at all, a read sees one
+snapshot."""
 
 from __future__ import annotations
 
@@ -192,3 +193,18 @@ def test_stale_lease_of_a_dead_owner_is_taken_over(db: Database) -> None:
     acquire_lease(db, run.id, "new-owner", timedelta(seconds=30))
     assert not renew_lease(db, run.id, "dead-owner", timedelta(seconds=30))
     assert renew_lease(db, run.id, "new-owner", timedelta(seconds=30))
+
+
+def test_a_driver_read_sees_one_snapshot_while_another_connection_commits(db: Database) -> None:
+    # The reports read a run in several statements; a search committing in between must not
+    # make them disagree (e.g. totals whose node count and problem counts are from two states).
+    from rebase_cli.store.grades import count_grades, put_grades
+
+    def count(cursor) -> int:  # type: ignore[no-untyped-def]
+        return cursor.execute("SELECT count(*) FROM grade").fetchone()[0]
+
+    with db.driver_read() as cursor:
+        before = count(cursor)
+        put_grades(db, "v1", "gsm8k", [("2", "2", True, None)])  # another connection commits
+        assert count(cursor) == before
+    assert count_grades(db) == before + 1  # committed, and seen by the next read
