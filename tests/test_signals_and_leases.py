@@ -258,3 +258,23 @@ def test_a_write_in_a_thread_is_seen_to_its_end_when_cancelled_midway() -> None:
 
     assert asyncio.run(main()) is True
     assert wrote == [True]
+
+
+def test_a_stopped_sweep_prints_how_to_resume_the_sweep(tmp_path: Path) -> None:
+    db = tmp_path / "sweep.db"
+    sweep = [arg if arg != "8" else "8,16" for arg in LONG_SEARCH]  # --budget 8,16: a sweep
+    child = start(tmp_path, env_without_db(db), "--db", "sweep.db", *sweep, "--group", "g")
+    try:
+        wait_until(
+            lambda: (db.exists() and node_count(db) >= 40) or child.process.poll() is not None
+        )
+        child.process.send_signal(signal.SIGTERM)
+        code = child.wait(60)
+    finally:
+        child.kill()
+    assert code == 128 + signal.SIGTERM, child.output()
+    assert run_status(db, 1) == "interrupted"
+    assert (
+        "interrupted by SIGTERM; resume the sweep with: rebase --db sweep.db search --group g"
+        in child.stderr.splitlines()
+    ), child.stderr
