@@ -208,3 +208,22 @@ def test_a_driver_read_sees_one_snapshot_while_another_connection_commits(db: Da
         put_grades(db, "v1", "gsm8k", [("2", "2", True, None)])  # another connection commits
         assert count(cursor) == before
     assert count_grades(db) == before + 1  # committed, and seen by the next read
+
+
+def test_each_counter_of_several_levels_adds_to_its_own_column(db: Database) -> None:
+    run = _run(db)
+    pid = _problem_id(db, run)
+    root = LevelCommit(0, _root().nodes, counters=LevelCounters(1, 2, 3, 4, 5, 6))
+    one = _level_one()
+    one = LevelCommit(1, one.nodes, one.allocations, LevelCounters(10, 20, 30, 40, 50, 60))
+    commit_levels(db, pid, [root, one])
+    problem = problems_of_run(db, run.id)[0]
+    columns = (
+        problem.policy_prompt_tokens,
+        problem.policy_completion_tokens,
+        problem.reward_tokens,
+        problem.policy_requests,
+        problem.reward_requests,
+        problem.retries,
+    )
+    assert columns == (11, 22, 33, 44, 55, 66)

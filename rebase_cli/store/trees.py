@@ -12,8 +12,9 @@ from collections.abc import Collection, Sequence
 
 from sqlmodel import select
 
-from rebase_cli.domain import LevelCommit, NewNode, TerminalReason
+from rebase_cli.domain import LevelCommit, LevelCounters, NewNode, TerminalReason
 from rebase_cli.errors import NotFoundError, StoreError
+from rebase_cli.records import COUNTERS
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import NodeRow, stored_now
 
@@ -28,11 +29,8 @@ _INSERT_ALLOCATION = (
 )
 _UPDATE_PROBLEM = (
     "UPDATE problem SET depth_completed = ?, "
-    "policy_prompt_tokens = policy_prompt_tokens + ?, "
-    "policy_completion_tokens = policy_completion_tokens + ?, "
-    "reward_tokens = reward_tokens + ?, policy_requests = policy_requests + ?, "
-    "reward_requests = reward_requests + ?, retries = retries + ?, "
-    "elapsed_seconds = elapsed_seconds + ?, started_at = coalesce(started_at, ?) WHERE id = ?"
+    + "".join(f"{name} = {name} + ?, " for name in COUNTERS)
+    + "elapsed_seconds = elapsed_seconds + ?, started_at = coalesce(started_at, ?) WHERE id = ?"
 )
 _SELECT_NODES = (
     "SELECT n.depth, n.ordinal, p.ordinal, n.text, n.score, n.path_tokens, n.prompt_tokens, "
@@ -59,7 +57,7 @@ def write_levels(
     if row is None:
         raise NotFoundError(f"no problem with id {problem_id}")
     completed = row[0]
-    totals = [0, 0, 0, 0, 0, 0]
+    added = LevelCounters()
     for level in levels:
         check_follows(problem_id, level, completed)
         parents: dict[int, int] = {}
@@ -104,15 +102,15 @@ def write_levels(
         ]
         cursor.executemany(_INSERT_ALLOCATION, allocations)
         cursor.executemany(_INSERT_NODE, nodes)
-        c = level.counters
-        totals[0] += c.policy_prompt_tokens
-        totals[1] += c.policy_completion_tokens
-        totals[2] += c.reward_tokens
-        totals[3] += c.policy_requests
-        totals[4] += c.reward_requests
-        totals[5] += c.retries
+        added = add_counters(added, level.counters)
         completed = level.depth
-    cursor.execute(_UPDATE_PROBLEM, (completed, *totals, elapsed, stored_now(), problem_id))
+    counters = (getattr(added, name) for name in COUNTERS)
+    cursor.execute(_UPDATE_PROBLEM, (completed, *counters, elapsed, stored_now(), problem_id))
+
+
+def add_counters(a: LevelCounters, b: LevelCounters) -> LevelCounters:
+    """`a` and `b` summed field by field (what a problem's counters become after a level)."""
+    return LevelCounters(*(getattr(a, name) + getattr(b, name) for name in COUNTERS))
 
 
 def check_follows(problem_id: int, level: LevelCommit, completed: int) -> None:
