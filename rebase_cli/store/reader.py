@@ -38,6 +38,7 @@ from rebase_cli.records import (
 from rebase_cli.store.database import Database, session_cursor
 from rebase_cli.store.grades import AnswerReference
 from rebase_cli.store.models import NodeRow, NodeScore, ProblemRow, Run, RunGroup, ScoreSet
+from rebase_cli.store.problems import status_counts
 from rebase_cli.store.runs import resolve_run
 
 if TYPE_CHECKING:  # numpy is imported where the bulk tables are built: `rebase runs` needs none
@@ -89,7 +90,6 @@ _ANSWER_PAIRS = (
 )
 
 _ALL_STATUS_COUNTS = "SELECT run_id, status, count(*) FROM problem GROUP BY run_id, status"
-_STATUS_COUNTS = "SELECT status, count(*) FROM problem WHERE run_id = ? GROUP BY status"
 _COUNTER_SUMS = (
     "SELECT " + ", ".join(f"coalesce(sum({name}), 0)" for name in COUNTERS) + " "
     "FROM problem WHERE run_id = ?"
@@ -143,7 +143,7 @@ class RunReader:
     def totals(self, run_id: int) -> RunTotals:
         """The run's problem counts, node and answer counts and summed counters."""
         with self.db.driver_read() as cursor:
-            by_status = dict(cursor.execute(_STATUS_COUNTS, (run_id,)).fetchall())
+            by_status = status_counts(cursor, run_id)
             sums = cursor.execute(_COUNTER_SUMS, (run_id,)).fetchone()
             nodes = cursor.execute(_NODE_COUNT, (run_id,)).fetchone()[0]
             answers = cursor.execute(_ANSWER_COUNT, (run_id,)).fetchone()[0]
