@@ -31,7 +31,14 @@ import json, sys, tempfile, time
 from datetime import timedelta
 from pathlib import Path
 from rebase_cli.domain import LevelCommit, LevelCounters, NewNode, Problem, TerminalReason
-from rebase_cli.store import repository as repo
+try:  # a baseline from before store/repository.py was split into a module per concept
+    from rebase_cli.store import repository as repo
+except ImportError:
+    from types import SimpleNamespace
+    from rebase_cli.store import leases, problems, runs
+    repo = SimpleNamespace(create_run=runs.create_run, add_problems=problems.add_problems,
+                           problems_of_run=problems.problems_of_run,
+                           acquire_lease=leases.acquire_lease)
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
 

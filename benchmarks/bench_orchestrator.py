@@ -63,7 +63,7 @@ from _common import (
 from rebase_cli.runner.context import NoEvents
 from rebase_cli.runner.service import EndpointRequest, run_search
 from rebase_cli.runner.setup import RunRequest
-from rebase_cli.store import repository as repo
+from rebase_cli.store import aggregates as repo
 from rebase_cli.store.database import Database
 
 

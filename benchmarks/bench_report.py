@@ -30,9 +30,9 @@ from contextlib import closing
 from pathlib import Path
 
 from rebase_cli.datasets import load_dataset
-from rebase_cli.store import repository
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run, utcnow
+from rebase_cli.store.runs import create_run, resolve_run
 
 MAX_DEPTH = 10
 
@@ -48,7 +48,7 @@ def build_run(
     """Write the run; returns (run id, nodes, allocation rows)."""
     dataset = load_dataset("gsm8k")
     db = Database.open(db_path)
-    run = repository.create_run(
+    run = create_run(
         db,
         Run(
             name=name,
@@ -213,7 +213,7 @@ def stage_times(db_path: Path, run_id: int) -> dict[str, float]:
     from rebase_cli.reports.render_json import render_json
 
     db = Database.open(db_path)
-    run = repository.resolve_run(db, f"run-{run_id}")
+    run = resolve_run(db, f"run-{run_id}")
     times = {}
     start = time.perf_counter()
     data = load_run_data(db, run)

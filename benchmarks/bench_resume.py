@@ -46,8 +46,8 @@ from _common import (
 )
 
 from rebase_cli.datasets import load_dataset
-from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
+from rebase_cli.store.problems import add_problems
 
 POLL_S = 0.01
 CUT_DEPTH = 2
@@ -72,7 +72,7 @@ def build_almost_done_run(db_path: Path, url: str, args: argparse.Namespace) -> 
     run_id = int(first["run"].removeprefix("run-"))
     problems = load_dataset("gsm8k").problems
     db = Database.open(db_path)
-    repo.add_problems(db, run_id, problems)
+    add_problems(db, run_id, problems)
     db.close()
     pending = set(range(len(problems) - args.pending, len(problems)))
     partial = set(range(args.partial))

@@ -27,7 +27,11 @@ def main() -> None:
     from rebase_cli.runner.context import NoEvents
     from rebase_cli.runner.service import EndpointRequest, run_search
     from rebase_cli.runner.setup import RunRequest
-    from rebase_cli.store import repository as repo
+
+    try:  # this checkout: run totals live with the other aggregates
+        from rebase_cli.store.aggregates import run_totals
+    except ImportError:  # a baseline from before store/repository.py was split
+        from rebase_cli.store.repository import run_totals
     from rebase_cli.store.database import Database
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -38,7 +42,7 @@ def main() -> None:
     )
     endpoints = EndpointRequest(policy=url, reward=url, check=False)  # as --skip-check
     prepared, outcome = asyncio.run(run_search(db, request, endpoints, lambda _: NoEvents()))
-    totals = repo.run_totals(db, prepared.run.id)
+    totals = run_totals(db, prepared.run.id)
     db.close()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     if outcome.aborted or totals["failed"]:

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+from rebase_cli.domain import LevelCounters
 
 if TYPE_CHECKING:  # the run commands read records without paying for numpy's import
     import numpy as np
 
-COUNTERS = (
-    "policy_prompt_tokens",
-    "policy_completion_tokens",
-    "reward_tokens",
-    "policy_requests",
-    "reward_requests",
-    "retries",
-)
-"""The per-problem cost counters, in the order the reports list them."""
+COUNTERS = tuple(f.name for f in fields(LevelCounters))
+"""The per-problem cost counters (the problem table's columns of those names), in the order
+the reports list them."""
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ import pytest
 
 from rebase_cli.domain import LevelCommit, NewNode, Problem, RunStatus
 from rebase_cli.errors import RunLockedError
-from rebase_cli.store import repository as repo
 from rebase_cli.store.models import Run
+from rebase_cli.store.problems import add_problems, problems_of_run
+from rebase_cli.store.runs import create_run, resolve_run
 from rebase_cli.store.sqlite_store import SqliteSearchStore
+from rebase_cli.store.trees import load_tree
 from tests.search_helpers import (
     connect,
     diff_runs,
@@ -192,7 +194,7 @@ def test_a_stalled_holder_that_wakes_after_a_takeover_does_not_disturb_the_new_o
 def test_the_fence_refuses_writes_from_a_holder_that_lost_the_lease(db) -> None:
     """The same race, deterministic: the old holder's level commit is refused once the lease
     changed hands, and the new holder's commit of that level goes through."""
-    run = repo.create_run(
+    run = create_run(
         db,
         Run(
             method="rebase",
@@ -203,8 +205,8 @@ def test_the_fence_refuses_writes_from_a_holder_that_lost_the_lease(db) -> None:
             fingerprint="f",
         ),
     )
-    repo.add_problems(db, run.id, [Problem(0, "0", "q", "1")])
-    [problem] = repo.problems_of_run(db, run.id)
+    add_problems(db, run.id, [Problem(0, "0", "q", "1")])
+    [problem] = problems_of_run(db, run.id)
     root = LevelCommit(depth=0, nodes=(NewNode(0, 0, None, "", 1.0, 0),))
     old = SqliteSearchStore(db, run.id, "old")
     old.take_lease(timedelta(seconds=-1), lambda holder: False)  # stalled: already expired
@@ -213,7 +215,7 @@ def test_the_fence_refuses_writes_from_a_holder_that_lost_the_lease(db) -> None:
     with pytest.raises(RunLockedError, match="taken over"):
         old.commit_levels(problem.id, [root], 0.0)
     new.commit_levels(problem.id, [root], 0.0)
-    assert [n.depth for n in repo.load_tree(db, problem.id)] == [0]
+    assert [n.depth for n in load_tree(db, problem.id)] == [0]
     assert not old.close(RunStatus.INTERRUPTED, 0.0)
     assert new.close(RunStatus.DONE, 0.0)
-    assert repo.resolve_run(db, f"run-{run.id}").status == "done"
+    assert resolve_run(db, f"run-{run.id}").status == "done"

@@ -1,4 +1,4 @@
-"""Builders for report tests: small runs with known trees, written through the repository
+"""Builders for report tests: small runs with known trees, written through the store
 (`create_run`, `add_problems`, `commit_level`) exactly as a search would write them.
 
 A tree is written as nested `node(score, *children, answer=..., reason=..., pruned=...)`;
@@ -13,9 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rebase_cli.domain import LevelCommit, LevelCounters, NewNode, Problem, TerminalReason
-from rebase_cli.store import problems, repository
+from rebase_cli.store import problems
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
+from rebase_cli.store.problems import add_problems
+from rebase_cli.store.runs import create_run
+from rebase_cli.store.trees import load_tree
+from tests.store_helpers import commit_level, get_problem, load_allocations
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def make_run(
     seed: int = 0,
     wall_seconds: float = 12.5,
 ) -> Run:
-    return repository.create_run(
+    return create_run(
         db,
         Run(
             name=name,
@@ -117,7 +121,7 @@ def add_tree(
 
     Every level is committed in order; the last one finishes the problem (failed when `error`
     is given) unless `finish` is False."""
-    repository.add_problems(
+    add_problems(
         db,
         run.id,
         [
@@ -131,7 +135,7 @@ def add_tree(
             )
         ],
     )
-    problem_id = repository.get_problem(db, run.id, index).id
+    problem_id = get_problem(db, run.id, index).id
     levels: list[list[_Placed]] = [[_Placed(N(1.0, tuple(children)), 0, None, 0)]]
     while True:
         ordinal, nxt = 0, []
@@ -167,7 +171,7 @@ def add_tree(
             )
             for p in placed_nodes
         )
-        repository.commit_level(
+        commit_level(
             db,
             problem_id,
             LevelCommit(
@@ -196,7 +200,7 @@ def test_builder_writes_levels_allocations_and_counters(db: Database) -> None:
         "1",
         [node(0.9, node(0.8, answer="1")), node(0.2, pruned=True)],
     )
-    nodes = repository.load_tree(db, pid)
+    nodes = load_tree(db, pid)
     assert [(n.depth, n.ordinal, n.score) for n in nodes] == [
         (0, 0, 1.0),
         (1, 0, 0.9),
@@ -204,8 +208,8 @@ def test_builder_writes_levels_allocations_and_counters(db: Database) -> None:
         (2, 0, 0.8),
     ]
     assert nodes[3].parent_id == nodes[1].id and nodes[3].answer == "1" and nodes[3].terminal
-    children = sorted(a.children for a in repository.load_allocations(db, pid))
+    children = sorted(a.children for a in load_allocations(db, pid))
     assert children == [0, 1, 2]  # root → 2, first child → 1, pruned → 0
-    problem = repository.get_problem(db, run.id, 0)
+    problem = get_problem(db, run.id, 0)
     assert problem.status == "done"
     assert (problem.policy_prompt_tokens, problem.retries) == (300, 1)

@@ -27,10 +27,11 @@ from rebase_cli.runner.config import build_config
 from rebase_cli.runner.context import DelimiterMonitor, SearchContext
 from rebase_cli.runner.runner import CONSECUTIVE_FAILURE_LIMIT, RunAborted, execute_run
 from rebase_cli.runner.service import strategy_for
-from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
 from rebase_cli.store.memory_store import InMemorySearchStore, MemoryRun
 from rebase_cli.store.models import Run
+from rebase_cli.store.problems import add_problems, problems_of_run
+from rebase_cli.store.runs import create_run
 from rebase_cli.store.search_store import SearchStore
 from rebase_cli.store.sqlite_store import SqliteSearchStore
 from rebase_cli.store.trees import read_nodes
@@ -144,18 +145,18 @@ def test_each_problem_is_searched_level_by_level_until_the_strategy_stops() -> N
 
 
 def test_the_sqlite_store_gets_the_same_trees(db: Database) -> None:
-    stored = repo.create_run(
+    stored = create_run(
         db,
         Run(method="rebase", dataset="d", dataset_sha256="x", budget=4, config_json="{}",
             fingerprint="f"),
     )  # fmt: skip
-    repo.add_problems(db, stored.id, PROBLEMS)
+    add_problems(db, stored.id, PROBLEMS)
     store = SqliteSearchStore(db, stored.id, "me")
     asyncio.run(execute_run(context(store)))
     with db.driver_read() as cursor:
         loaded = {
             row.dataset_index: list(read_nodes(cursor, row.id))
-            for row in repo.problems_of_run(db, stored.id)
+            for row in problems_of_run(db, stored.id)
         }
     assert loaded == uninterrupted()
 

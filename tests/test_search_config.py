@@ -287,3 +287,42 @@ def test_config_flags_give_the_command_the_values_given_by_key() -> None:
         "budget": "4,8",
         "method": None,
     }
+
+
+def test_check_takes_the_selected_config_flags_with_the_models_help() -> None:
+    import typer
+
+    from rebase_cli.cli.check_cmd import CHECKED_KEYS, check
+    from rebase_cli.runner.config import PARAMETERS
+
+    app = typer.Typer()
+    app.command()(check)
+    options = {p.name: p for p in typer.main.get_command(app).params}
+    for name, param in PARAMETERS.items():
+        if name not in CHECKED_KEYS:
+            assert name not in options  # e.g. --budget: a check searches nothing
+            continue
+        option = options[name]
+        assert option.opts == [f"--{name.replace('_', '-')}"]
+        assert option.help.startswith(param.help) and option.rich_help_panel == param.panel
+        default = SearchConfig.model_fields[name].default
+        assert f"[default: {default}]" in option.help
+
+
+def test_config_flags_with_fields_give_only_those_by_key() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    received: dict = {}
+
+    @config_flags(fields=("seed", "max_tokens"))
+    def command(verbose: bool = False, *, overrides: dict) -> None:
+        received.update(overrides=overrides, verbose=verbose)
+
+    app = typer.Typer()
+    app.command()(command)
+    result = CliRunner().invoke(app, ["--seed", "3", "--verbose"])
+    assert result.exit_code == 0, result.output
+    assert received == {"overrides": {"seed": 3}, "verbose": True}
+    refused = CliRunner().invoke(app, ["--budget", "4"])
+    assert refused.exit_code != 0 and "No such option" in refused.output

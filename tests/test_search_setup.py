@@ -11,22 +11,23 @@ from rebase_cli.datasets import load_dataset
 from rebase_cli.errors import ConfigError
 from rebase_cli.runner import setup
 from rebase_cli.runner.setup import Endpoints, RunRequest
-from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
+from rebase_cli.store.problems import problems_of_run
+from rebase_cli.store.runs import resolve_run
 
 ENDPOINTS = Endpoints("http://p", "sim-policy", "http://r", "sim-prm")
 
 
 def prepare_run(db: Database, request: RunRequest, endpoints: Endpoints):
     """The set-up as `rebase search` does it: the named dataset, or the run's own."""
-    name = request.dataset or repo.resolve_run(db, request.run_ref or "").dataset
+    name = request.dataset or resolve_run(db, request.run_ref or "").dataset
     return setup.prepare_run(db, request, endpoints, load_dataset(name))
 
 
 def test_new_run_registers_the_limited_problems(db: Database) -> None:
     prepared = prepare_run(db, RunRequest("gsm8k", {"budget": 4, "limit": 3}), ENDPOINTS)
     assert not prepared.resumed and prepared.run.simulated
-    assert [p.dataset_index for p in repo.problems_of_run(db, prepared.run.id)] == [0, 1, 2]
+    assert [p.dataset_index for p in problems_of_run(db, prepared.run.id)] == [0, 1, 2]
 
 
 def test_resume_finds_the_run_with_the_same_fingerprint_and_keeps_its_limit(db) -> None:

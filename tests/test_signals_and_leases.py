@@ -23,8 +23,9 @@ from rebase_cli.cli.app import app
 from rebase_cli.errors import RunLockedError
 from rebase_cli.runner.holder import holder_is_gone, lease_owner
 from rebase_cli.serving.process import start_time
-from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
+from rebase_cli.store.leases import acquire_lease, live_lease
+from rebase_cli.store.runs import create_run
 from tests.search_helpers import (
     REBASE,
     CliProcess,
@@ -207,7 +208,7 @@ def test_holder_is_gone_only_for_a_dead_process_of_this_host() -> None:
 def test_a_lease_held_on_another_host_is_still_waited_for(db: Database) -> None:
     from rebase_cli.store.models import Run
 
-    run = repo.create_run(
+    run = create_run(
         db,
         Run(method="rebase", dataset="gsm8k", dataset_sha256="x", budget=4, config_json="{}",
             fingerprint="f", policy_url="sim", policy_model="m", reward_url="sim",
@@ -215,15 +216,15 @@ def test_a_lease_held_on_another_host_is_still_waited_for(db: Database) -> None:
     )  # fmt: skip
     assert run.id is not None
     other = f"elsewhere-{socket.gethostname()}:{_dead_pid()}:1700000000.00:abcd"
-    repo.acquire_lease(db, run.id, other, timedelta(seconds=30), holder_is_gone)
+    acquire_lease(db, run.id, other, timedelta(seconds=30), holder_is_gone)
     with pytest.raises(RunLockedError, match="being searched") as refused:
-        repo.acquire_lease(db, run.id, lease_owner(), timedelta(seconds=30), holder_is_gone)
+        acquire_lease(db, run.id, lease_owner(), timedelta(seconds=30), holder_is_gone)
     assert "retry in" in (refused.value.hint or "")
     local_dead = f"{socket.gethostname()}:{_dead_pid()}:1700000000.00:abcd"
-    repo.acquire_lease(db, run.id, local_dead, timedelta(seconds=30), lambda owner: True)
+    acquire_lease(db, run.id, local_dead, timedelta(seconds=30), lambda owner: True)
     mine = lease_owner()
-    repo.acquire_lease(db, run.id, mine, timedelta(seconds=30), holder_is_gone)
-    assert repo.live_lease(db, run.id).owner == mine  # type: ignore[union-attr]
+    acquire_lease(db, run.id, mine, timedelta(seconds=30), holder_is_gone)
+    assert live_lease(db, run.id).owner == mine  # type: ignore[union-attr]
 
 
 def test_a_write_in_a_thread_is_seen_to_its_end_when_cancelled_midway() -> None:
@@ -257,3 +258,23 @@ def test_a_write_in_a_thread_is_seen_to_its_end_when_cancelled_midway() -> None:
 
     assert asyncio.run(main()) is True
     assert wrote == [True]
+
+
+def test_a_stopped_sweep_prints_how_to_resume_the_sweep(tmp_path: Path) -> None:
+    db = tmp_path / "sweep.db"
+    sweep = [arg if arg != "8" else "8,16" for arg in LONG_SEARCH]  # --budget 8,16: a sweep
+    child = start(tmp_path, env_without_db(db), "--db", "sweep.db", *sweep, "--group", "g")
+    try:
+        wait_until(
+            lambda: (db.exists() and node_count(db) >= 40) or child.process.poll() is not None
+        )
+        child.process.send_signal(signal.SIGTERM)
+        code = child.wait(60)
+    finally:
+        child.kill()
+    assert code == 128 + signal.SIGTERM, child.output()
+    assert run_status(db, 1) == "interrupted"
+    assert (
+        "interrupted by SIGTERM; resume the sweep with: rebase --db sweep.db search --group g"
+        in child.stderr.splitlines()
+    ), child.stderr

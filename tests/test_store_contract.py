@@ -17,10 +17,11 @@ from rebase_cli.domain import (
     TerminalReason,
 )
 from rebase_cli.errors import RunLockedError, StoreError
-from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
 from rebase_cli.store.memory_store import InMemorySearchStore, MemoryRun
 from rebase_cli.store.models import Run
+from rebase_cli.store.problems import add_problems
+from rebase_cli.store.runs import create_run
 from rebase_cli.store.search_store import SearchStore
 from rebase_cli.store.sqlite_store import SqliteSearchStore
 
@@ -48,12 +49,12 @@ def backend(request: pytest.FixtureRequest, db: Database) -> Backend:
     if request.param == "memory":
         run = MemoryRun(PROBLEMS)
         return Backend(lambda owner: InMemorySearchStore(run, owner))
-    stored = repo.create_run(
+    stored = create_run(
         db,
         Run(method="rebase", dataset="d", dataset_sha256="x", budget=2, config_json="{}",
             fingerprint="f"),
     )  # fmt: skip
-    repo.add_problems(db, stored.id, PROBLEMS)
+    add_problems(db, stored.id, PROBLEMS)
     return Backend(lambda owner: SqliteSearchStore(db, stored.id, owner))
 
 

@@ -135,9 +135,9 @@ def test_a_database_at_the_first_revision_keeps_its_allocations_readable(tmp_pat
         )
     db = Database.open(path)
     try:
-        from rebase_cli.store import repository
+        from tests.store_helpers import load_allocations
 
-        (row,) = repository.load_allocations(db, 1)
+        (row,) = load_allocations(db, 1)
         assert (row.weight, row.children, row.subtree) == (1.0, 4, None)
     finally:
         db.close()

@@ -85,7 +85,7 @@ def test_dot_output_is_valid_graphviz(db_file: Path) -> None:
 def test_depth_limit_in_dot(db_file: Path) -> None:
     db = Database.open(db_file)
     try:
-        from rebase_cli.store.repository import resolve_run
+        from rebase_cli.store.runs import resolve_run
 
         tree = load_problem_tree(db, resolve_run(db, "1"), 3)
     finally:

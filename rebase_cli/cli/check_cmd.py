@@ -9,17 +9,33 @@ import typer
 
 from rebase_cli.cli.check_table import findings_table
 from rebase_cli.cli.common import console, err_console, open_db, print_json
+from rebase_cli.cli.config_flags import Flag, config_flags
 
 Opt = typer.Option
 
+# The config keys a check takes: those that change what the probes send or how long they wait.
+CHECKED_KEYS = (
+    "template",
+    "reward_protocol",
+    "temperature",
+    "top_p",
+    "seed",
+    "max_step_tokens",
+    "max_tokens",
+    "max_depth",
+    "request_timeout",
+    "server_wait",
+)
 
+
+@config_flags(fields=CHECKED_KEYS)
 def check(
     dataset: Annotated[str | None, Opt(help="gsm8k, math500, or a JSONL file.")] = None,
     config: Annotated[Path | None, Opt(help="YAML config, as for `rebase search`.")] = None,
-    template: Annotated[str | None, Opt(help="Prompt template name or YAML path.")] = None,
+    template: Flag = None,
     policy: Annotated[str | None, Opt(help="Policy URL, or `sim` (default: registered).")] = None,
     reward: Annotated[str | None, Opt(help="Reward URL, or `sim` (default: registered).")] = None,
-    reward_protocol: Annotated[str | None, Opt(help="score, classify or pooling.")] = None,
+    reward_protocol: Flag = None,
     policy_model: Annotated[str | None, Opt(help="Model name at the policy server.")] = None,
     reward_model: Annotated[str | None, Opt(help="Model name at the reward server.")] = None,
     policy_api_key: Annotated[
@@ -28,14 +44,14 @@ def check(
     reward_api_key: Annotated[
         str | None, Opt(envvar="REBASE_REWARD_API_KEY", help="Never stored.", show_default=False)
     ] = None,
-    temperature: Annotated[float | None, Opt(help="Policy sampling temperature (1.0).")] = None,
-    top_p: Annotated[float | None, Opt(help="Policy nucleus sampling (1.0).")] = None,
-    seed: Annotated[int | None, Opt(help="Seed of the probes (0).")] = None,
-    max_step_tokens: Annotated[int | None, Opt(help="Max tokens per step (256).")] = None,
-    max_tokens: Annotated[int | None, Opt(help="Max tokens per path (1024).")] = None,
-    max_depth: Annotated[int | None, Opt(help="Max steps per path (25).")] = None,
-    request_timeout: Annotated[float | None, Opt(help="Seconds per request (120).")] = None,
-    server_wait: Annotated[float | None, Opt(help="Seconds to wait for a down server.")] = None,
+    temperature: Flag = None,
+    top_p: Flag = None,
+    seed: Flag = None,
+    max_step_tokens: Flag = None,
+    max_tokens: Flag = None,
+    max_depth: Flag = None,
+    request_timeout: Flag = None,
+    server_wait: Flag = None,
     question_field: Annotated[str | None, Opt(help="JSONL field of the question.")] = None,
     answer_field: Annotated[str | None, Opt(help="JSONL field of the answer.")] = None,
     quick: Annotated[
@@ -43,6 +59,8 @@ def check(
         Opt("--quick", help="Only the cheap probes `rebase search` runs (no rollouts)."),
     ] = False,
     json_output: Annotated[bool, Opt("--json", help="Print the findings as JSON.")] = False,
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Probe the servers a search with these options would use, and exit 1 on a blocker.
 
@@ -59,21 +77,9 @@ def check(
     from rebase_cli.runner.service import EndpointRequest
     from rebase_cli.runner.setup import RunRequest
 
-    explicit: dict[str, Any] = {
-        "template": template,
-        "reward_protocol": reward_protocol,
-        "seed": seed,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_step_tokens": max_step_tokens,
-        "max_tokens": max_tokens,
-        "max_depth": max_depth,
-        "request_timeout": request_timeout,
-        "server_wait": server_wait,
-    }
     run_request = RunRequest(
         dataset=dataset,
-        overrides={k: v for k, v in explicit.items() if v is not None},
+        overrides=overrides,
         config_file=read_config_file(config) if config is not None else None,
         fields=FieldMap(question=question_field, answer=answer_field)
         if question_field or answer_field

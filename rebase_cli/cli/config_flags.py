@@ -1,6 +1,7 @@
-"""The `rebase search` flags of the search parameters, derived from `SearchConfig`'s fields.
+"""The flags of the search parameters, derived from `SearchConfig`'s fields.
 
-Each field whose `Param` names a help panel becomes an option `--field-name` with the field's
+`rebase search` takes every field whose `Param` names a help panel; `rebase check` takes the
+fields it selects. Each becomes an option `--field-name` with the field's
 help, its default shown in brackets, and the type Typer parses (int, float, or text for the
 choices, which the config validates with its own message). The flag itself defaults to None,
 so that a value in the config file wins over a flag that was not given.
@@ -18,7 +19,7 @@ from rich.markup import escape
 
 from rebase_cli.runner.config import PARAMETERS, SearchConfig
 
-# A parameter of `search` named after a SearchConfig field: its flag's type, help, default
+# A parameter of a command named after a SearchConfig field: its flag's type, help, default
 # shown and panel come from the field (see `config_flags`); the value is also in `overrides`.
 Flag = Any
 
@@ -42,14 +43,23 @@ def _flag_annotation(name: str) -> Any:
     ]
 
 
-def config_flags(command: Callable[..., None]) -> Callable[..., None]:
-    """`command` with one option per SearchConfig field that has a panel: a parameter named
-    after the field (annotated `Flag`) places it, a field `command` does not name goes at the
-    end of its panel. `command` gets those parameters as declared plus `overrides`: the config
-    values given on the command line, by key (sweep fields, `budget` and `method`, excepted:
-    they are lists here)."""
+def config_flags(
+    command: Callable[..., None] | None = None, *, fields: tuple[str, ...] | None = None
+) -> Any:
+    """`command` with one option per SearchConfig field that has a panel, or per field in
+    `fields` (`@config_flags(fields=(...))`): a parameter named after the field (annotated
+    `Flag`) places it, a field `command` does not name goes at the end of its panel. `command`
+    gets those parameters as declared plus `overrides`: the config values given on the command
+    line, by key (sweep fields, `budget` and `method`, excepted: they are lists here)."""
+    if command is None:
+        return functools.partial(config_flags, fields=fields)
+    if fields is None:
+        flagged = [name for name, p in PARAMETERS.items() if p.panel is not None]
+    else:
+        unknown = [n for n in fields if n not in PARAMETERS or PARAMETERS[n].panel is None]
+        assert not unknown, f"{unknown} are not SearchConfig fields with a flag"
+        flagged = list(fields)
     declared = inspect.signature(command, eval_str=True).parameters
-    flagged = [name for name, p in PARAMETERS.items() if p.panel is not None]
     parameters = []
     for name, parameter in declared.items():
         if name == "overrides":

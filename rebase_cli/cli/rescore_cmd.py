@@ -36,11 +36,11 @@ def rescore(
     import asyncio
 
     from rebase_cli.runner.rescore_service import rescore_with
-    from rebase_cli.store import repository as repo
+    from rebase_cli.store.runs import resolve_run
 
     db = open_existing_db()
     out = err_console if json_output else console
-    resolved = repo.resolve_run(db, run)
+    resolved = resolve_run(db, run)
     with Progress(
         TextColumn(f"rescoring run-{resolved.id}"),
         BarColumn(),

@@ -159,15 +159,15 @@ def delete(
 ) -> None:
     """Delete a run with all its problems, nodes and allocations."""
     from rebase_cli.runner.holder import refuse_if_searched
-    from rebase_cli.store import repository as repo
+    from rebase_cli.store.runs import delete_run, resolve_run
 
     db = open_existing_db()
-    run = repo.resolve_run(db, run_ref)
+    run = resolve_run(db, run_ref)
     assert run.id is not None
     refuse_if_searched(db, run.id, "delete")
     if not yes and not typer.confirm(f"Delete run-{run.id} and its whole tree?"):
         raise typer.Exit(1)
     # Deleting under a live search would make it die with a false "taken over" error.
     refuse_if_searched(db, run.id, "delete")
-    repo.delete_run(db, run.id)
+    delete_run(db, run.id)
     typer.echo(f"deleted run-{run.id}")

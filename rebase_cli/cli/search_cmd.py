@@ -246,16 +246,12 @@ def _search(run_request: RunRequest, endpoints, json_output: bool) -> None:  # t
 def _summarise(run_id, outcome, summary, out, json_output: bool, received) -> None:  # type: ignore[no-untyped-def]
     """After the summary line: the JSON form, then the next command (resume, report, retry)
     and the exit code."""
+    from rebase_cli.cli.search_exec import exit_interrupted
+
     if json_output:
         print_json(summary)
     if outcome.interrupted:
-        by = f" by {received.name}" if received.signum else ""
-        err_console.print(
-            with_db(f"interrupted{by}; resume with: rebase search --run run-{run_id}"),
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(received.exit_code)
+        exit_interrupted(received, f"resume with: rebase search --run run-{run_id}")
     if not json_output:
         out.print(with_db(f"report: rebase report run-{run_id}"), highlight=False, soft_wrap=True)
     if summary["failed"]:

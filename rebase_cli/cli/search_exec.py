@@ -1,16 +1,18 @@
 """Running one search from the CLI: progress, the opening lines and the closing summary line.
 
 SIGTERM and SIGHUP stop it the way Ctrl-C does (see `runner.signals`): the run is closed as
-interrupted and the caller prints how to resume it.
+interrupted and the caller prints how to resume it (`exit_interrupted`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+import typer
 from rich.console import Console
 
+from rebase_cli.cli.common import err_console, with_db
 from rebase_cli.cli.search_progress import ProgressEvents
 from rebase_cli.reports.servers import server_rows
 from rebase_cli.runner import reproducibility
@@ -23,6 +25,15 @@ if TYPE_CHECKING:  # the runner pulls in the clients (openai), which other comma
     from rebase_cli.runner.runner import RunOutcome
     from rebase_cli.runner.service import EndpointRequest
     from rebase_cli.runner.signals import Received
+
+
+def exit_interrupted(received: Received, resume: str) -> NoReturn:
+    """After a stop: say on stderr which signal stopped the command and how to go on
+    (`resume`, e.g. `resume with: rebase search --run run-3`), then exit with the signal's
+    exit code."""
+    by = f" by {received.name}" if received.signum else ""
+    err_console.print(with_db(f"interrupted{by}; {resume}"), highlight=False, soft_wrap=True)
+    raise typer.Exit(received.exit_code)
 
 
 def execute_search(

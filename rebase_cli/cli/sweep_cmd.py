@@ -11,7 +11,7 @@ import typer
 
 from rebase_cli.cli.common import console, err_console, open_db, print_json, with_db
 from rebase_cli.cli.search_cmd import read_config_file
-from rebase_cli.cli.search_exec import execute_search
+from rebase_cli.cli.search_exec import execute_search, exit_interrupted
 from rebase_cli.errors import UsageError
 from rebase_cli.runner.config import ConfigFile
 from rebase_cli.runner.setup import RunAlreadyDone
@@ -68,13 +68,7 @@ def run_sweep(
             failed += summary["failed"]
         if prepared is None or outcome.interrupted:
             _print(json_output, name, summaries)
-            by = f" by {received.name}" if received.signum else ""
-            err_console.print(
-                with_db(f"interrupted{by}; resume the sweep with: rebase search --group {name}"),
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(received.exit_code)
+            exit_interrupted(received, f"resume the sweep with: rebase search --group {name}")
     _print(json_output, name, summaries)
     if not json_output:
         out.print(with_db(f"report: rebase report {name}"), highlight=False, soft_wrap=True)

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from rebase_cli.clients.reward import HttpReward
 from rebase_cli.errors import RebaseError
-from rebase_cli.store import repository as repo
 from rebase_cli.store import score_sets
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import NodeRow, ProblemRow
+from rebase_cli.store.problems import problems_of_run
+from rebase_cli.store.trees import load_tree
 
 
 @dataclass
@@ -38,7 +39,7 @@ async def rescore_run(
     on_problem: Callable[[], None] = lambda: None,
 ) -> RescoreOutcome:
     """Score every node of `run_id` below the roots into the set (module docstring)."""
-    problems = await asyncio.to_thread(repo.problems_of_run, db, run_id)
+    problems = await asyncio.to_thread(problems_of_run, db, run_id)
     outcome = RescoreOutcome(problems=len(problems))
     gate = asyncio.Semaphore(concurrency)
 
@@ -64,7 +65,7 @@ async def _rescore_problem(
     reward: HttpReward,
     outcome: RescoreOutcome,
 ) -> None:
-    nodes = await asyncio.to_thread(repo.load_tree, db, problem.id)
+    nodes = await asyncio.to_thread(load_tree, db, problem.id)
     done = await asyncio.to_thread(score_sets.scored_nodes, db, score_set_id, problem.id)
     by_id = {node.id: node for node in nodes}
     children: dict[int, list[NodeRow]] = {}

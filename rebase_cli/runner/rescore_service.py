@@ -10,10 +10,10 @@ from rebase_cli.clients.reward import make_reward_client
 from rebase_cli.prompts import load_template
 from rebase_cli.runner.config import SearchConfig
 from rebase_cli.runner.rescore import RescoreOutcome, rescore_run
-from rebase_cli.store import repository as repo
 from rebase_cli.store import score_sets
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run, ScoreSet
+from rebase_cli.store.problems import problems_of_run
 
 
 async def rescore_with(
@@ -48,7 +48,7 @@ async def rescore_with(
         score_set = score_sets.open_score_set(
             db, run.id or 0, name or model_id or "rescore", url, model_id, protocol
         )
-        on_start(len(repo.problems_of_run(db, run.id or 0)))
+        on_start(len(problems_of_run(db, run.id or 0)))
         outcome = await rescore_run(
             db, run.id or 0, score_set.id or 0, reward, concurrency, on_problem
         )

@@ -39,9 +39,9 @@ from rebase_cli.search.base import Strategy
 from rebase_cli.serving.registry import healthy_server
 from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.flavours import DEFAULT_FLAVOUR, FLAVOURS
-from rebase_cli.store import repository as repo
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import Run
+from rebase_cli.store.runs import resolve_run, set_run_capabilities
 from rebase_cli.store.sqlite_store import SqliteSearchStore
 from rebase_cli.url_lists import split_urls
 
@@ -276,7 +276,7 @@ async def run_search(
     lease_ttl()  # a bad REBASE_LEASE_TTL is refused before any run is created
     config = run_request.new_config()
     if config is None:
-        run = repo.resolve_run(db, run_request.run_ref or "")
+        run = resolve_run(db, run_request.run_ref or "")
         # The flags' operational values (timeouts, retries, in-flight caps) reach the clients.
         config = continued_config(run, run_request)
         spec: str | None = run.dataset
@@ -321,7 +321,7 @@ async def run_search(
                 **(extra or {}),
             }
             merged = reproducibility.merge(previous, current)
-            repo.set_run_capabilities(db, prepared.run.id, merged)
+            set_run_capabilities(db, prepared.run.id, merged)
 
         # Recorded before the first level (with a new run's check), so that a killed run still
         # says how it sampled.

@@ -17,10 +17,18 @@ from rebase_cli.runner.config import (
     differing_keys,
     fingerprint,
 )
-from rebase_cli.store import repository as repo
+from rebase_cli.store.aggregates import run_totals
 from rebase_cli.store.database import Database
 from rebase_cli.store.groups import find_group_run
 from rebase_cli.store.models import Run
+from rebase_cli.store.problems import add_problems
+from rebase_cli.store.runs import (
+    create_run,
+    find_finished,
+    find_resumable,
+    looks_like_run_id,
+    resolve_run,
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ def check_run_name(name: str | None) -> None:
         )
     if name != name.strip():
         raise ConfigError(f"--name {name!r} has surrounding spaces", "drop them")
-    if name == "latest" or repo.looks_like_run_id(name):
+    if name == "latest" or looks_like_run_id(name):
         raise ConfigError(
             f"--name {name!r} would be read as a run id, not as a name",
             "choose a name with a letter in it that is not `latest`, e.g. --name gsm8k-n16",
@@ -122,7 +130,7 @@ def prepare_run(
     problems = prepared.dataset.problems
     if prepared.config.limit is not None:
         problems = problems[: prepared.config.limit]
-    repo.add_problems(db, prepared.run.id, problems)
+    add_problems(db, prepared.run.id, problems)
     return prepared
 
 
@@ -146,10 +154,10 @@ def run_to_continue(
     config = config or request.new_config()
     assert config is not None
     digest = fingerprint(config, dataset.sha256, load_template(config.template).digest())
-    match = repo.find_resumable(db, digest)
+    match = find_resumable(db, digest)
     if match is not None:
         return match
-    finished = repo.find_finished(db, digest)
+    finished = find_finished(db, digest)
     if finished is not None:
         _refuse_if_done(db, finished, request, dataset, by_resume=True)
         return finished
@@ -170,7 +178,7 @@ def _refuse_if_done(
     if limit is None:
         limit = SearchConfig.model_validate_json(run.config_json).limit
     wanted = len(dataset.problems[:limit]) if limit is not None else len(dataset.problems)
-    have = repo.run_totals(db, run.id)["problems"]
+    have = run_totals(db, run.id)["problems"]
     if wanted <= have:
         raise RunAlreadyDone(run, have, by_resume)
 
@@ -184,7 +192,7 @@ def continued_config(run: Run, request: RunRequest) -> SearchConfig:
 
 
 def _resume_named(db: Database, request: RunRequest, dataset: Dataset) -> PreparedRun:
-    run = repo.resolve_run(db, request.run_ref or "")
+    run = resolve_run(db, request.run_ref or "")
     stored = SearchConfig(**json.loads(run.config_json))
     wanted = continued_config(run, request)
     differences = differing_keys(stored, wanted)
@@ -234,14 +242,14 @@ def _new_or_matching(
             )
             return PreparedRun(member, config, dataset, True, note)
     if request.resume:
-        match = repo.find_resumable(db, digest) or repo.find_finished(db, digest)
+        match = find_resumable(db, digest) or find_finished(db, digest)
         if match is not None:
             if "limit" not in request.overrides and "limit" not in request.file_values:
                 stored = SearchConfig(**json.loads(match.config_json))
                 config = config.model_copy(update={"limit": stored.limit})
             note = f"resuming run-{match.id} (same config fingerprint {digest[:12]})"
             return PreparedRun(match, config, dataset, True, note)
-    run = repo.create_run(
+    run = create_run(
         db,
         Run(
             name=request.name,

@@ -1,1 +1,1 @@
-"""Persistence: SQLModel tables, engine set-up, migrations and the repository."""
+"""Persistence: SQLModel tables, engine set-up, migrations, and a module per stored concept."""

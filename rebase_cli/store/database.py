@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -17,9 +17,9 @@ from rebase_cli.store.migrate import upgrade_to_head
 
 
 class Database:
-    """An open, migrated database. Sessions come from `read()` and `write()`, a driver cursor
-    from `driver_write()`; each write block is one transaction (BEGIN IMMEDIATE ... COMMIT,
-    rolled back on any exception)."""
+    """An open, migrated database. Sessions come from `read()` and `write()`, driver cursors
+    from `driver_read()` and `driver_write()`; each block is one transaction, and a write
+    block is BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
 
     def __init__(self, path: Path, engine: Engine) -> None:
         self.path = path
@@ -68,26 +68,26 @@ class Database:
         ):
             yield session
 
-    @contextmanager
-    def driver_read(self) -> Iterator[sqlite3.Cursor]:
-        """A driver cursor in one read transaction."""
-        with self._translate(), self.engine.connect() as connection:
-            cursor = connection.connection.driver_connection.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
+    def driver_read(self) -> AbstractContextManager[sqlite3.Cursor]:
+        """A driver cursor in one read transaction: all its statements see one snapshot, even
+        while another connection commits."""
+        return self._driver_cursor(self.engine)
 
-    @contextmanager
-    def driver_write(self) -> Iterator[sqlite3.Cursor]:
+    def driver_write(self) -> AbstractContextManager[sqlite3.Cursor]:
         """A driver cursor in one write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on
         any exception), for the hot path that writes rows without ORM objects."""
-        with self._translate(), self._writer.begin() as connection:
-            cursor = connection.connection.driver_connection.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
+        return self._driver_cursor(self._writer)
+
+    @contextmanager
+    def _driver_cursor(self, engine: Engine) -> Iterator[sqlite3.Cursor]:
+        # engine.begin(), not connect(): the cursor bypasses SQLAlchemy, so only an explicit
+        # begin runs the engine's BEGIN; without it each statement would be its own snapshot.
+        with (
+            self._translate(),
+            engine.begin() as connection,
+            closing(connection.connection.driver_connection.cursor()) as cursor,
+        ):
+            yield cursor
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
@@ -100,3 +100,11 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def session_cursor(session: Session) -> Iterator[sqlite3.Cursor]:
+    """A driver cursor inside `session`'s transaction (for a read that mixes ORM rows with bulk
+    SQL in one snapshot), closed at the end of the block."""
+    with closing(session.connection().connection.cursor()) as cursor:  # type: ignore[arg-type]
+        yield cursor

@@ -9,11 +9,8 @@ ORM object per row would cost more than the lookups themselves.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from sqlmodel import Session
 
 from rebase_cli.store.database import Database
 
@@ -40,28 +37,19 @@ class CachedGrade:
     reason: str | None
 
 
-def driver_cursor(session: Session) -> sqlite3.Cursor:
-    """A raw sqlite3 cursor on the session's connection, inside the session's transaction."""
-    return session.connection().connection.cursor()  # type: ignore[return-value]
-
-
 def get_grades(
     db: Database, grader_version: str, dataset: str, pairs: Iterable[AnswerReference]
 ) -> dict[AnswerReference, CachedGrade]:
     """The cached verdicts among `pairs`; pairs never graded by this version are absent."""
     found: dict[AnswerReference, CachedGrade] = {}
-    with db.read() as session:
-        cursor = driver_cursor(session)
-        try:
-            for answer, reference in pairs:
-                # One indexed lookup per pair (the unique index covers the WHERE clause): tens of
-                # thousands take well under a second, with no temporary tables to manage.
-                row = cursor.execute(_SELECT, (grader_version, dataset, reference, answer))
-                hit = row.fetchone()
-                if hit is not None:
-                    found[(answer, reference)] = CachedGrade(bool(hit[0]), hit[1])
-        finally:
-            cursor.close()
+    with db.driver_read() as cursor:
+        for answer, reference in pairs:
+            # One indexed lookup per pair (the unique index covers the WHERE clause): tens of
+            # thousands take well under a second, with no temporary tables to manage.
+            row = cursor.execute(_SELECT, (grader_version, dataset, reference, answer))
+            hit = row.fetchone()
+            if hit is not None:
+                found[(answer, reference)] = CachedGrade(bool(hit[0]), hit[1])
     return found
 
 
@@ -78,25 +66,17 @@ def put_grades(
     ]
     if not rows:
         return 0
-    with db.write() as session:
-        cursor = driver_cursor(session)
-        try:
-            before = cursor.connection.total_changes
-            cursor.executemany(_INSERT, rows)
-            return cursor.connection.total_changes - before
-        finally:
-            cursor.close()
+    with db.driver_write() as cursor:
+        before = cursor.connection.total_changes
+        cursor.executemany(_INSERT, rows)
+        return cursor.connection.total_changes - before
 
 
 def count_grades(db: Database, grader_version: str | None = None) -> int:
     """How many verdicts are cached (for one grader version, or all)."""
-    with db.read() as session:
-        cursor = driver_cursor(session)
-        try:
-            if grader_version is None:
-                return cursor.execute("SELECT count(*) FROM grade").fetchone()[0]
-            return cursor.execute(
-                "SELECT count(*) FROM grade WHERE grader_version = ?", (grader_version,)
-            ).fetchone()[0]
-        finally:
-            cursor.close()
+    with db.driver_read() as cursor:
+        if grader_version is None:
+            return cursor.execute("SELECT count(*) FROM grade").fetchone()[0]
+        return cursor.execute(
+            "SELECT count(*) FROM grade WHERE grader_version = ?", (grader_version,)
+        ).fetchone()[0]

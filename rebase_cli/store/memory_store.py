@@ -24,7 +24,7 @@ from rebase_cli.domain import (
 from rebase_cli.errors import NotFoundError, StoreError
 from rebase_cli.store.leases import Lease, lease_held_error, lease_lost_error
 from rebase_cli.store.models import utcnow
-from rebase_cli.store.trees import check_follows, check_parents
+from rebase_cli.store.trees import add_counters, check_follows, check_parents
 
 
 @dataclass
@@ -55,12 +55,6 @@ class MemoryRun:
         self.lease_owner: str | None = None
         self.lease_expires_at: datetime | None = None
         self.lock = threading.Lock()
-
-
-def _add(a: LevelCounters, b: LevelCounters) -> LevelCounters:
-    return LevelCounters(
-        *(getattr(a, name) + getattr(b, name) for name in LevelCounters.__dataclass_fields__)
-    )
 
 
 class InMemorySearchStore:
@@ -146,7 +140,7 @@ class InMemorySearchStore:
             problem.nodes.extend(nodes)
             problem.allocations.extend(allocations)
             for level in levels:
-                problem.counters = _add(problem.counters, level.counters)
+                problem.counters = add_counters(problem.counters, level.counters)
             problem.depth_completed = levels[-1].depth
             problem.elapsed_seconds += elapsed
 

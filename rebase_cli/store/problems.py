@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from sqlmodel import select
 
 from rebase_cli.domain import Problem, ProblemRecord, ProblemStatus
-from rebase_cli.errors import NotFoundError
 from rebase_cli.store.database import Database
 from rebase_cli.store.models import ProblemRow, stored_now
 
@@ -45,21 +44,6 @@ def problems_of_run(db: Database, run_id: int) -> list[ProblemRow]:
     with db.read() as session:
         query = select(ProblemRow).where(ProblemRow.run_id == run_id)
         return list(session.exec(query.order_by(ProblemRow.dataset_index)).all())
-
-
-def get_problem(db: Database, run_id: int, dataset_index: int) -> ProblemRow:
-    with db.read() as session:
-        row = session.exec(
-            select(ProblemRow).where(
-                ProblemRow.run_id == run_id, ProblemRow.dataset_index == dataset_index
-            )
-        ).first()
-    if row is None:
-        raise NotFoundError(
-            f"run-{run_id} has no problem with dataset index {dataset_index}",
-            f"see `rebase runs show run-{run_id}`",
-        )
-    return row
 
 
 def pending_records(cursor: sqlite3.Cursor, run_id: int) -> list[ProblemRecord]:

@@ -10,15 +10,12 @@ Runs and score sets are few and go through SQLModel, whose column types parse th
 
 from __future__ import annotations
 
-import re
-import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from rebase_cli.errors import NotFoundError
 from rebase_cli.records import (
@@ -38,14 +35,14 @@ from rebase_cli.records import (
     RunTotals,
     ScoreSetRecord,
 )
-from rebase_cli.store.database import Database
-from rebase_cli.store.grades import AnswerReference, driver_cursor
+from rebase_cli.store.database import Database, session_cursor
+from rebase_cli.store.grades import AnswerReference
 from rebase_cli.store.models import NodeRow, NodeScore, ProblemRow, Run, RunGroup, ScoreSet
+from rebase_cli.store.problems import status_counts
+from rebase_cli.store.runs import resolve_run
 
 if TYPE_CHECKING:  # numpy is imported where the bulk tables are built: `rebase runs` needs none
     import numpy as np
-
-_RUN_REF = re.compile(r"^(?:run-)?(\d+)$")
 
 _TABLE_PROBLEMS = (
     "SELECT id, dataset_index, reference_answer, subject, level, status, error, depth_completed, "
@@ -93,7 +90,6 @@ _ANSWER_PAIRS = (
 )
 
 _ALL_STATUS_COUNTS = "SELECT run_id, status, count(*) FROM problem GROUP BY run_id, status"
-_STATUS_COUNTS = "SELECT status, count(*) FROM problem WHERE run_id = ? GROUP BY status"
 _COUNTER_SUMS = (
     "SELECT " + ", ".join(f"coalesce(sum({name}), 0)" for name in COUNTERS) + " "
     "FROM problem WHERE run_id = ?"
@@ -122,20 +118,7 @@ class RunReader:
 
     def resolve(self, ref: str) -> RunRecord:
         """The run named by `run-42`, `42` (an id first, then a name), a name, or `latest`."""
-        ref = ref.strip()
-        with self.db.read() as session:
-            found: Run | None
-            if ref == "latest":
-                found = session.exec(select(Run).order_by(col(Run.id).desc())).first()
-            else:
-                match = _RUN_REF.match(ref)
-                found = session.get(Run, int(match.group(1))) if match else None
-                if found is None:
-                    found = session.exec(select(Run).where(Run.name == ref)).first()
-        if found is None:
-            where = str(self.db.engine.url).removeprefix("sqlite:///")
-            raise NotFoundError(f"no run {ref!r} in {where}", "list runs with `rebase runs`")
-        return run_record(found)
+        return run_record(resolve_run(self.db, ref))
 
     def group_runs(self, name: str) -> list[RunRecord] | None:
         """The runs of group `name`, oldest first; None when there is no such group."""
@@ -152,15 +135,15 @@ class RunReader:
         counts: dict[int, dict[str, int]] = {}
         with self.db.read() as session:
             runs = session.exec(select(Run).order_by(col(Run.id).desc())).all()
-            with _closing_cursor(session) as cursor:
+            with session_cursor(session) as cursor:
                 for run_id, status, count in cursor.execute(_ALL_STATUS_COUNTS):
                     counts.setdefault(run_id, {})[status] = count
         return [RunListing(run_record(run), counts.get(run.id or 0, {})) for run in runs]
 
     def totals(self, run_id: int) -> RunTotals:
         """The run's problem counts, node and answer counts and summed counters."""
-        with self._cursor() as cursor:
-            by_status = dict(cursor.execute(_STATUS_COUNTS, (run_id,)).fetchall())
+        with self.db.driver_read() as cursor:
+            by_status = status_counts(cursor, run_id)
             sums = cursor.execute(_COUNTER_SUMS, (run_id,)).fetchone()
             nodes = cursor.execute(_NODE_COUNT, (run_id,)).fetchone()[0]
             answers = cursor.execute(_ANSWER_COUNT, (run_id,)).fetchone()[0]
@@ -225,7 +208,7 @@ class RunReader:
     def tables(self, run_id: int, score_set_id: int | None = None) -> RunTables:
         """The run's problems, nodes and per-depth allocation totals; node scores from the
         score set `score_set_id` when given (it must score every node below the roots)."""
-        with self._cursor() as cursor:
+        with self.db.driver_read() as cursor:
             problem_rows = cursor.execute(_TABLE_PROBLEMS, (run_id,)).fetchall()
             if score_set_id is None:
                 node_rows = cursor.execute(_TABLE_NODES, (run_id,)).fetchall()
@@ -243,7 +226,7 @@ class RunReader:
 
     def problem_tree(self, run_id: int, index: int) -> ProblemTreeRecord:
         """Problem `index` (dataset index) of the run with its nodes and allocations."""
-        with self._cursor() as cursor:
+        with self.db.driver_read() as cursor:
             row = cursor.execute(_PROBLEM, (run_id, index)).fetchone()
             if row is None:
                 raise NotFoundError(
@@ -263,7 +246,7 @@ class RunReader:
     def iter_problem_nodes(self, run_id: int) -> Iterator[ProblemNodes]:
         """The run's problems in dataset order, each with its nodes: one query per problem,
         all in one read transaction held until the iterator is exhausted or closed."""
-        with self._cursor() as cursor:
+        with self.db.driver_read() as cursor:
             problems = [ProblemRecord(*row) for row in cursor.execute(_PROBLEMS, (run_id,))]
             for problem in problems:
                 yield ProblemNodes(
@@ -272,23 +255,8 @@ class RunReader:
 
     def answer_pairs(self, run_id: int) -> list[AnswerReference]:
         """Each distinct (answer, reference) pair of the run's finished answers."""
-        with self._cursor() as cursor:
+        with self.db.driver_read() as cursor:
             return [(a, r) for a, r in cursor.execute(_ANSWER_PAIRS, (run_id,)).fetchall()]
-
-    @contextmanager
-    def _cursor(self) -> Iterator[sqlite3.Cursor]:
-        """A driver cursor in a read transaction of its own."""
-        with self.db.read() as session, _closing_cursor(session) as cursor:
-            yield cursor
-
-
-@contextmanager
-def _closing_cursor(session: Session) -> Iterator[sqlite3.Cursor]:
-    cursor = driver_cursor(session)
-    try:
-        yield cursor
-    finally:
-        cursor.close()
 
 
 def _score_set_record(row: ScoreSet) -> ScoreSetRecord:

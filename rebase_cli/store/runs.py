@@ -1,17 +1,17 @@
-"""Runs: create, find, list, record capabilities, delete. Each function is one transaction."""
+"""Runs: create, find, record capabilities, delete. Each function is one transaction."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from rebase_cli.domain import RunStatus
 from rebase_cli.errors import NotFoundError, StoreError
 from rebase_cli.store.database import Database
-from rebase_cli.store.models import ProblemRow, Run
+from rebase_cli.store.models import Run
 
 _RUN_REF = re.compile(r"^(?:run-)?(\d+)$")
 
@@ -38,7 +38,8 @@ def looks_like_run_id(ref: str) -> bool:
 
 
 def resolve_run(db: Database, ref: str) -> Run:
-    """Find a run by `run-42`, `42`, its name, or `latest`."""
+    """The run named by `run-42`, `42` (an id first, then a name), a name, or `latest`;
+    NotFoundError names the database otherwise."""
     with db.read() as session:
         return _resolve_run(session, ref)
 
@@ -64,21 +65,6 @@ def _resolve_run(session: Session, ref: str) -> Run:
 def _db_name(session: Session) -> str:
     bind = session.get_bind()
     return str(getattr(bind, "url", "the database")).removeprefix("sqlite:///")
-
-
-def list_runs(db: Database) -> list[tuple[Run, dict[str, int]]]:
-    """Every run with its problem counts by status, newest first."""
-    with db.read() as session:
-        runs = session.exec(select(Run).order_by(col(Run.id).desc())).all()
-        rows = session.exec(
-            select(ProblemRow.run_id, ProblemRow.status, func.count()).group_by(
-                ProblemRow.run_id, ProblemRow.status
-            )
-        ).all()
-    counts: dict[int, dict[str, int]] = {}
-    for run_id, status, count in rows:
-        counts.setdefault(run_id, {})[status] = count
-    return [(run, counts.get(run.id or 0, {})) for run in runs]
 
 
 def find_resumable(db: Database, fingerprint: str) -> Run | None:

@@ -12,10 +12,11 @@ from collections.abc import Collection, Sequence
 
 from sqlmodel import select
 
-from rebase_cli.domain import LevelCommit, NewNode, TerminalReason
+from rebase_cli.domain import LevelCommit, LevelCounters, NewNode, TerminalReason
 from rebase_cli.errors import NotFoundError, StoreError
+from rebase_cli.records import COUNTERS
 from rebase_cli.store.database import Database
-from rebase_cli.store.models import AllocationRow, NodeRow, stored_now
+from rebase_cli.store.models import NodeRow, stored_now
 
 _INSERT_NODE = (
     "INSERT INTO node (problem_id, parent_id, depth, ordinal, text, score, path_tokens, "
@@ -28,11 +29,8 @@ _INSERT_ALLOCATION = (
 )
 _UPDATE_PROBLEM = (
     "UPDATE problem SET depth_completed = ?, "
-    "policy_prompt_tokens = policy_prompt_tokens + ?, "
-    "policy_completion_tokens = policy_completion_tokens + ?, "
-    "reward_tokens = reward_tokens + ?, policy_requests = policy_requests + ?, "
-    "reward_requests = reward_requests + ?, retries = retries + ?, "
-    "elapsed_seconds = elapsed_seconds + ?, started_at = coalesce(started_at, ?) WHERE id = ?"
+    + "".join(f"{name} = {name} + ?, " for name in COUNTERS)
+    + "elapsed_seconds = elapsed_seconds + ?, started_at = coalesce(started_at, ?) WHERE id = ?"
 )
 _SELECT_NODES = (
     "SELECT n.depth, n.ordinal, p.ordinal, n.text, n.score, n.path_tokens, n.prompt_tokens, "
@@ -59,7 +57,7 @@ def write_levels(
     if row is None:
         raise NotFoundError(f"no problem with id {problem_id}")
     completed = row[0]
-    totals = [0, 0, 0, 0, 0, 0]
+    added = LevelCounters()
     for level in levels:
         check_follows(problem_id, level, completed)
         parents: dict[int, int] = {}
@@ -104,15 +102,15 @@ def write_levels(
         ]
         cursor.executemany(_INSERT_ALLOCATION, allocations)
         cursor.executemany(_INSERT_NODE, nodes)
-        c = level.counters
-        totals[0] += c.policy_prompt_tokens
-        totals[1] += c.policy_completion_tokens
-        totals[2] += c.reward_tokens
-        totals[3] += c.policy_requests
-        totals[4] += c.reward_requests
-        totals[5] += c.retries
+        added = add_counters(added, level.counters)
         completed = level.depth
-    cursor.execute(_UPDATE_PROBLEM, (completed, *totals, elapsed, stored_now(), problem_id))
+    counters = (getattr(added, name) for name in COUNTERS)
+    cursor.execute(_UPDATE_PROBLEM, (completed, *counters, elapsed, stored_now(), problem_id))
+
+
+def add_counters(a: LevelCounters, b: LevelCounters) -> LevelCounters:
+    """`a` and `b` summed field by field (what a problem's counters become after a level)."""
+    return LevelCounters(*(getattr(a, name) + getattr(b, name) for name in COUNTERS))
 
 
 def check_follows(problem_id: int, level: LevelCommit, completed: int) -> None:
@@ -172,20 +170,6 @@ def read_nodes(cursor: sqlite3.Cursor, problem_id: int) -> tuple[NewNode, ...]:
     )
 
 
-def commit_levels(
-    db: Database, problem_id: int, levels: Sequence[LevelCommit], elapsed: float = 0.0
-) -> None:
-    """`write_levels` in a transaction of its own, with no lease fence (building a database
-    outside a search: tests, benchmarks)."""
-    with db.driver_write() as cursor:
-        write_levels(cursor, problem_id, levels, elapsed)
-
-
-def commit_level(db: Database, problem_id: int, level: LevelCommit, elapsed: float = 0.0) -> None:
-    """One level, as `commit_levels` writes it."""
-    commit_levels(db, problem_id, [level], elapsed)
-
-
 def load_tree(db: Database, problem_id: int) -> list[NodeRow]:
     """All node rows of a problem ordered by (depth, ordinal), with their ids (rescoring and
     reports address nodes by id)."""
@@ -195,17 +179,5 @@ def load_tree(db: Database, problem_id: int) -> list[NodeRow]:
                 select(NodeRow)
                 .where(NodeRow.problem_id == problem_id)
                 .order_by(NodeRow.depth, NodeRow.ordinal)
-            ).all()
-        )
-
-
-def load_allocations(db: Database, problem_id: int) -> list[AllocationRow]:
-    """A problem's allocation rows ordered by (depth, insertion)."""
-    with db.read() as session:
-        return list(
-            session.exec(
-                select(AllocationRow)
-                .where(AllocationRow.problem_id == problem_id)
-                .order_by(AllocationRow.depth, AllocationRow.id)
             ).all()
         )
