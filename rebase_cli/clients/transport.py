@@ -6,7 +6,7 @@ take the lean path, `Endpoint.post`: the JSON body is serialised once per logica
 (orjson; a retry sends the same bytes), posted on one aiohttp session per server with headers
 and timeouts built once, and the reply is read as text and parsed with orjson. Going through
 the openai client's `post` instead costs ~0.7 ms of CPU per request (its request options,
-httpx request and response models, header and URL building) against ~0.2 ms for the whole
+httpx request and response models, header and URL building) against ~0.3 ms for the whole
 lean path, which alone would exceed the orchestrator's CPU budget per tree node. Failures are
 raised as the very exceptions the openai client raises for them (`APIStatusError` subclasses
 built by the client itself, `APITimeoutError`, `APIConnectionError` with the aiohttp error as
