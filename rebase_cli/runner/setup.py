@@ -120,9 +120,10 @@ def prepare_run(
     """Create a new run or pick the one to resume, and register its problems.
 
     `dataset` is the loaded dataset the request names (for `--run`, the run's own); `config`
-    is `request.new_config()` when the caller has it already."""
+    is the request's config when the caller has it already (`request.new_config()`, or for
+    `--run` `continued_config`)."""
     if request.run_ref is not None:
-        prepared = _resume_named(db, request, dataset)
+        prepared = _resume_named(db, request, dataset, config)
     else:
         config = config or request.new_config()
         assert config is not None
@@ -139,14 +140,14 @@ def run_to_continue(
 ) -> Run | None:
     """The existing run this request continues, found without writing anything: the run of
     `--run`, or with `--resume` the newest unfinished run with this config's fingerprint
-    (`config` is `request.new_config()` when the caller has it already).
+    (`config` as for `prepare_run`).
 
     Raises RunAlreadyDone when that run (or, with `--resume`, the newest finished run with the
     fingerprint when none is unfinished) is done and the request's `--limit` adds no problems."""
     check_run_name(request.name)
     if request.run_ref is not None:
         # A config that differs from the run's is refused first: it is an error either way.
-        run = _resume_named(db, request, dataset).run
+        run = _resume_named(db, request, dataset, config).run
         _refuse_if_done(db, run, request, dataset, by_resume=False)
         return run
     if not request.resume:
@@ -191,10 +192,14 @@ def continued_config(run: Run, request: RunRequest) -> SearchConfig:
     return build_config({**stored, **request.file_values, **request.overrides})
 
 
-def _resume_named(db: Database, request: RunRequest, dataset: Dataset) -> PreparedRun:
+def _resume_named(
+    db: Database, request: RunRequest, dataset: Dataset, wanted: SearchConfig | None = None
+) -> PreparedRun:
+    """The run of `--run`, refused when the request's config differs from it semantically;
+    `wanted` is `continued_config(run, request)` when the caller has it already."""
     run = resolve_run(db, request.run_ref or "")
     stored = SearchConfig(**json.loads(run.config_json))
-    wanted = continued_config(run, request)
+    wanted = wanted or continued_config(run, request)
     differences = differing_keys(stored, wanted)
     if differences:
         raise ConfigError(
