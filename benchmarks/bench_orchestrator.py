@@ -3,12 +3,14 @@ simulator with latency modelling off, and the CPU time per node spent in our own
 against a baseline commit measured in the same run.
 
     REBASE_DATA_DIR=../shared/data python benchmarks/bench_orchestrator.py
-        [--problems 100] [--budget 16] [--concurrency 32] [--baseline REV|none] [--repeat 1]
-        [--no-profile] [--top 15] [--json]
+        [--problems 100] [--budget 16] [--concurrency 32] [--flavour vllm] [--baseline REV|none]
+        [--repeat 1] [--no-profile] [--top 15] [--json]
 
 The simulator runs as its own process (`python -m rebase_cli.sim`, answers at once), so its CPU
-is not ours. The same search (same seed, so the same tree: the node counts must agree) runs
-on fresh databases:
+is not ours. `--flavour` picks the server it plays (vllm, or sglang-deterministic: SGLang with
+--enable-deterministic-inference, where a level's children go in one native /generate batch).
+The same search (same seed, so the same tree: the node counts must agree) runs on fresh
+databases:
 
   1. `rebase search ... --json` as a child process, as a user runs it: wall time of the search
      (from its summary), nodes/s, and the child's CPU time from the kernel (wait4), which also
@@ -34,7 +36,6 @@ goes to stderr).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import cProfile
 import json
@@ -60,6 +61,7 @@ from _common import (
     start_simulator,
 )
 
+from rebase_cli.runner import event_loop
 from rebase_cli.runner.context import NoEvents
 from rebase_cli.runner.service import EndpointRequest, run_search
 from rebase_cli.runner.setup import RunRequest
@@ -80,7 +82,7 @@ def search_in_process(db_path: Path, url: str, args: argparse.Namespace) -> dict
         },
     )
     endpoints = EndpointRequest(policy=url, reward=url, check=False)  # as --skip-check
-    prepared, outcome = asyncio.run(run_search(db, request, endpoints, lambda _: NoEvents()))
+    prepared, outcome = event_loop.run(run_search(db, request, endpoints, lambda _: NoEvents()))
     totals = repo.run_totals(db, prepared.run.id)
     db.close()
     if outcome.aborted or totals["failed"]:
@@ -275,6 +277,9 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
+        "--flavour", default="vllm", help="the server the simulator plays (default vllm)"
+    )
+    parser.add_argument(
         "--baseline", default="HEAD~1", help="commit to compare with (default HEAD~1); none: skip"
     )
     parser.add_argument(
@@ -285,16 +290,19 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
     args = parser.parse_args()
     JSON_MODE = args.json
-    result: dict = {"problems": args.problems, "budget": args.budget}
+    result: dict = {"problems": args.problems, "budget": args.budget, "flavour": args.flavour}
     result["concurrency"] = args.concurrency
 
     title = (
         f"orchestrator throughput: {args.problems} GSM8K problems, budget {args.budget}, "
-        f"concurrency {args.concurrency}, simulator latency off"
+        f"concurrency {args.concurrency}, simulator ({args.flavour}) latency off"
     )
     with contextlib.redirect_stdout(sys.stderr if JSON_MODE else sys.stdout):
         header(title)
-    with start_simulator() as sim, tempfile.TemporaryDirectory() as tmp:
+    with (
+        start_simulator("--flavour", args.flavour) as sim,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         SIM_PID[0] = sim.process.pid
         say(f"simulator pid {sim.process.pid} at {sim.url}")
 

@@ -4,8 +4,8 @@ paper's code runs).
 
     REBASE_DATA_DIR=../shared/data python benchmarks/bench_server_busy.py
         [--problems 200] [--budget 16] [--base-ms 20] [--prompt-token-ms 0.4]
-        [--output-token-ms 40] [--max-running 256] [--concurrency 32,8] [--server-scale 1,8]
-        [--json]
+        [--output-token-ms 40] [--max-running 256] [--concurrency auto,8]
+        [--server-scale 1,8] [--flavour sglang-deterministic] [--json]
 
 Two simulator processes stand in for two GPUs, one serving the policy and one the PRM. Each
 models a continuous-batching server: a request holds one slot per sequence for
@@ -15,24 +15,26 @@ Each server counts the slot-seconds it was sent, so `slot_seconds / max_running`
 wall time any client could need for that work (the server-bound ideal); with two servers the
 ideal is the larger of the two, since they can work in parallel.
 
+The policy simulator plays `--flavour` (default: SGLang with --enable-deterministic-inference,
+what a reproducible search runs on): SGLang says in /server_info how many requests it runs at
+once, and `auto` (no --concurrency flag, the default) sizes the concurrency from it; on
+`--flavour vllm`, which does not say, auto is 32.
+
 The defaults are a GPU slowed down about 4x (40 ms per decode step, a batch of up to 256
 sequences, prefill at 2,500 tokens/s per request) so that the servers, not our process on a
-small machine, are the bottleneck, while the whole script still runs in about five minutes:
-the ideal is ~50 s for 200 problems at budget 16 and our CPU time is below it. What matters is
-the ratios, not the absolute seconds. The search is
-the same for every concurrency (same seed: the node counts must agree), so only the schedule
-differs.
+small machine, are the bottleneck, while the whole script still runs in a few minutes: the
+ideal is ~50 s for 200 problems at budget 16 and our CPU time is below it. What matters is the
+ratios, not the absolute seconds. The search is the same for every concurrency (same seed:
+the node counts must agree), so only the schedule differs.
 
 `--server-scale 1,8` repeats the first (default) concurrency against servers k times as large,
 an 8-GPU node for k = 8: k x `max-running` sequences at the same service time per request, so
 k times the throughput (data-parallel replicas behind one router; the simulator's cost model
-has no other notion of a larger server) and an ideal k times shorter. There our own CPU time
-matters more: the search must issue requests k times as fast to keep the server busy. Two
-bounds the ideal ignores decide there: the concurrency must hold k x `max-running` sequences
-in flight (32 problems of width <= 16 fill at most 512), and each problem is a chain of
-dependent requests (levels x per-request latency, which a larger server does not shorten), so
-with the same work the longest chain, not throughput, can set the wall time; a larger
-`--problems` makes throughput bind again.
+has no other notion of a larger server), with k x `--problems` problems so that the ideal
+stays about the same: each problem is a chain of dependent requests (levels x per-request
+latency, which a larger server does not shorten), so with the same work on a larger server
+the longest chain, not throughput, would set the wall time. There our own CPU time matters
+more: the search must issue requests k times as fast to keep the server busy.
 
 Figures: for each server size and concurrency, wall time of the search (from its summary),
 the ideal, their ratio (1.0 = the busier server never idled), each server's utilisation (its
@@ -63,27 +65,30 @@ from _common import (
 )
 
 GOAL_WALL_OVER_IDEAL = 1.05  # the orchestrator-efficiency issue's goal at the default concurrency
+AUTO = "auto"  # the default concurrency: no --concurrency flag
 
 
-def run_level(tmp: Path, policy_url: str, reward_url: str, concurrency: int, args, tag: str):
-    """One search at `concurrency` against the two servers; its figures (printed too)."""
+def run_level(
+    tmp: Path, policy_url: str, reward_url: str, concurrency: str, problems: int, args, tag: str
+):
+    """One search of `problems` at `concurrency` (`auto`: no flag) against the two servers; its
+    figures (printed too)."""
     sim_reset(policy_url)
     sim_reset(reward_url)
+    flag = [] if concurrency == AUTO else ["--concurrency", concurrency]
     cli = run_cli(
         tmp / f"{tag}-c{concurrency}.db",
-        search_args(
-            policy_url,
-            reward_url,
-            problems=args.problems,
-            budget=args.budget,
-            extra=["--concurrency", str(concurrency)],
-        ),
+        search_args(policy_url, reward_url, problems=problems, budget=args.budget, extra=flag),
     )
     summary = cli.summary()
     stats = {"policy": sim_stats(policy_url), "reward": sim_stats(reward_url)}
     wall = summary["wall_seconds"]
     ideal = max(s["ideal_seconds"] for s in stats.values())
-    print(f"\n{tag}, --concurrency {concurrency}: {summary['nodes']:,} nodes")
+    at_once = summary["concurrency"]
+    print(
+        f"\n{tag}, {problems} problems, --concurrency {concurrency}"
+        f"{f' ({at_once} at once)' if concurrency == AUTO else ''}: {summary['nodes']:,} nodes"
+    )
     print(
         f"  search wall {wall:8.1f} s   ideal {ideal:8.1f} s   wall / ideal "
         f"{wall / ideal:5.2f}   (our CPU {cli.cpu:.1f} s, process wall {cli.wall:.1f} s)"
@@ -99,6 +104,8 @@ def run_level(tmp: Path, policy_url: str, reward_url: str, concurrency: int, arg
         )
     return {
         "concurrency": concurrency,
+        "problems_at_once": at_once,
+        "problems": problems,
         "nodes": summary["nodes"],
         "wall_seconds": wall,
         "ideal_seconds": ideal,
@@ -112,7 +119,12 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=200)
     parser.add_argument("--budget", type=int, default=16)
     add_gpu_model_options(parser)
-    parser.add_argument("--concurrency", default="32,8", help="comma-separated; first is ours")
+    parser.add_argument(
+        "--concurrency", default="auto,8", help="comma-separated; the first is ours (auto)"
+    )
+    parser.add_argument(
+        "--flavour", default="sglang-deterministic", help="the server the policy simulator plays"
+    )
     parser.add_argument(
         "--server-scale",
         default="1,8",
@@ -121,7 +133,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = [c.strip() for c in args.concurrency.split(",")]
     scales = [int(k) for k in args.server_scale.split(",")]
     out = sys.stderr if args.json else sys.stdout
     with contextlib.redirect_stdout(out):
@@ -130,10 +142,10 @@ def main() -> None:
         print(json.dumps({"gpu_model": gpu_model_text(args), "runs": results}, indent=2))
 
 
-def measure(args: argparse.Namespace, levels: list[int], scales: list[int]) -> list[dict]:
+def measure(args: argparse.Namespace, levels: list[str], scales: list[int]) -> list[dict]:
     header(
-        f"server busy: {args.problems} GSM8K problems, budget {args.budget}; each server: "
-        + gpu_model_text(args)
+        f"server busy: {args.problems} GSM8K problems (x server scale), budget {args.budget}, "
+        f"policy server {args.flavour}; each server: " + gpu_model_text(args)
     )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,11 +154,14 @@ def measure(args: argparse.Namespace, levels: list[int], scales: list[int]) -> l
             flags = gpu_model_flags(scaled)
             tag = f"{scale}x server ({scaled.max_running} running sequences)"
             with (
-                start_simulator(*flags, role="policy") as policy,
+                start_simulator(*flags, "--flavour", args.flavour, role="policy") as policy,
                 start_simulator(*flags, role="reward") as reward,
             ):
                 for concurrency in levels if scale == scales[0] else levels[:1]:
-                    row = run_level(Path(tmp), policy.url, reward.url, concurrency, args, tag)
+                    problems = args.problems * scale
+                    row = run_level(
+                        Path(tmp), policy.url, reward.url, concurrency, problems, args, tag
+                    )
                     results.append({"server_scale": scale, **row})
     first = [r for r in results if r["server_scale"] == scales[0]]
     if len(first) > 1:
@@ -169,7 +184,8 @@ def measure(args: argparse.Namespace, levels: list[int], scales: list[int]) -> l
         row["goal_met"] = met
         print(
             f"  {'PASS' if met else 'MISS'}  {row['server_scale']}x server, --concurrency "
-            f"{row['concurrency']}: wall / ideal {row['wall_over_ideal']:.2f} "
+            f"{row['concurrency']} ({row['problems_at_once']} problems at once): wall / ideal "
+            f"{row['wall_over_ideal']:.2f} "
             f"({row['wall_seconds']:.1f} s vs {row['ideal_seconds']:.1f} s)"
         )
     return results

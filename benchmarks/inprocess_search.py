@@ -6,8 +6,9 @@ this checkout and on a git worktree of an earlier commit.
 
 Imports happen before the clock starts: the figures are the search alone (`run_search`
 through the service layer with no progress display, as the CLI calls it, the pre-run check
-skipped). Prints one JSON object: nodes, requests, our CPU seconds (`time.process_time`, all
-threads), wall seconds and the tree the search ran (`rebase_cli.__file__`).
+skipped), on the event loop the commands use. Prints one JSON object: nodes, requests, our
+CPU seconds (`time.process_time`, all threads), wall seconds and the tree the search ran
+(`rebase_cli.__file__`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def main() -> None:
         from rebase_cli.store.repository import run_totals
     from rebase_cli.store.database import Database
 
+    try:  # the event loop the commands run on (uvloop)
+        from rebase_cli.runner.event_loop import run
+    except ImportError:  # a baseline from before the commands had their own
+        run = asyncio.run
+
     cpu0, wall0 = time.process_time(), time.perf_counter()
     db = Database.open(db_path)
     request = RunRequest(
@@ -41,7 +47,7 @@ def main() -> None:
         overrides={"budget": budget, "limit": problems, "concurrency": concurrency, "seed": 0},
     )
     endpoints = EndpointRequest(policy=url, reward=url, check=False)  # as --skip-check
-    prepared, outcome = asyncio.run(run_search(db, request, endpoints, lambda _: NoEvents()))
+    prepared, outcome = run(run_search(db, request, endpoints, lambda _: NoEvents()))
     totals = run_totals(db, prepared.run.id)
     db.close()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0

@@ -803,8 +803,11 @@ def test_search_help_shows_defaults_and_panels() -> None:
     text = _help("search")
     for panel in ("What to search", "Search parameters", "Endpoints", "Run and output"):
         assert panel in text
-    for default in ("[default: 32]", "[default: 0.2]", "[default: 25]", "[default: rebase]"):
+    for default in ("[default: 256]", "[default: 0.2]", "[default: 25]", "[default: rebase]"):
         assert default in text, default
+    assert "[default: auto: 4 x the policy server's capacity / budget, at least 32]" in " ".join(
+        text.replace("│", " ").split()
+    )
     assert "[required unless --run]" in text
 
 

@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 
+import httpx
 import openai
 import pytest
 
@@ -649,3 +650,57 @@ def test_connection_failures_stop_on_the_time_bound_and_other_failures_on_attemp
     assert out_of_tries(policy, refused, attempts=2, elapsed=10.0)
     assert not out_of_tries(policy, broken, attempts=2, elapsed=100.0)
     assert out_of_tries(policy, broken, attempts=3, elapsed=0.0)
+
+
+def test_a_levels_sibling_groups_are_scored_in_one_request_as_each_alone_would_be(sim_problem):
+    """Every protocol: `score_level` over three groups (different paths) costs one request and
+    gives each candidate the score its own group's request gives it."""
+    problem, template = sim_problem
+    groups = [
+        ([], ["Step 1: Janet sells 16 - 3 - 4 = 9 duck eggs a day.", "Step 1: 16 - 3 = 11."]),
+        (["Step 1: Janet eats 3."], ["Step 2: She bakes with 4, so 9 remain."]),
+        (["Step 1: Janet eats 3.", "Step 2: 9 remain."], ["Step 3: 9 * 2 = 18.", "Step 3: 20."]),
+    ]
+
+    async def go(url):
+        results = {}
+        for protocol in ("score", "classify", "pooling"):
+            reward = make_reward_client(protocol, url, prm=template.prm, retry=FAST)
+            try:
+                alone = [await reward.score(problem.question, p, c) for p, c in groups]
+                before = sum(sim_requests(url).values())
+                level = await reward.score_level(problem.question, groups)
+                sent = sum(sim_requests(url).values()) - before
+            finally:
+                await reward.aclose()
+            results[protocol] = alone, level, sent
+        return results
+
+    for protocol, (alone, level, sent) in run_against_sim({}, go).items():
+        assert level.scores == tuple(s for batch in alone for s in batch.scores), protocol
+        assert (level.requests, sent) == (1, 1), protocol
+        assert level.tokens == sum(batch.tokens for batch in alone), protocol
+
+
+def sim_requests(url: str) -> dict[str, int]:
+    return httpx.get(f"{url}/sim/stats").json()["requests"]
+
+
+def test_score_protocol_sends_a_level_as_its_common_query_and_the_rest_as_items(server):
+    server.route(
+        "/v1/score",
+        lambda request: Reply.json({"scores": [[0.9, 0.1], [0.25, 0.75], [0.5, 0.5]]}),
+    )
+
+    async def go():
+        client = make_reward_client("score", server.url, prm=PRM, retry=FAST)
+        try:
+            groups = [(["Step 1: a"], ["Step 2: b", "Step 2: c"]), (["Step 1: ab"], ["Step 2: d"])]
+            return await client.score_level("What is 2+2?", groups)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(go()).scores == (0.9, 0.25, 0.5)
+    [request] = server.requests_to("/v1/score")
+    assert request.body["query"] == "What is 2+2? Step 1: a"
+    assert request.body["items"] == [" ки\nStep 2: b ки", " ки\nStep 2: c ки", "b ки\nStep 2: d ки"]

@@ -46,8 +46,9 @@ LOCKED = "is being searched by another process"
 
 @pytest.fixture(scope="module")
 def sim():
-    # A little latency, so that two processes are certainly searching at the same time.
-    with start_simulator("--base-ms", "50") as simulator:
+    # Enough latency (a level is two requests) that two processes are certainly searching at
+    # the same time, and that a run is still going when a test interrupts it.
+    with start_simulator("--base-ms", "150") as simulator:
         yield simulator
 
 

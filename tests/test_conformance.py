@@ -241,5 +241,5 @@ def test_parsers_read_eos_and_token_ids_in_each_servers_shape():
             "meta_info": {"finish_reason": {"type": "length", "length": 3}, "prompt_tokens": 9},
         }
     ]
-    [completion] = parse_generate_reply(native, 1, "", stop=["\n"]).completions
+    [completion] = parse_generate_reply(native, [1], "", [["\n"]])[0].completions
     assert (completion.finish_reason, completion.completion_tokens) == ("length", 3)

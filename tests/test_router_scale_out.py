@@ -68,7 +68,7 @@ def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path
     served = rebase(
         db,
         *("serve", "policy", "--engine", "sim", "--replicas", "2", "--port", "0", "--detach"),
-        *("--", "--flavour", "sglang-deterministic", *LATENCY),
+        *("--", "--flavour", "sglang-deterministic", "--max-running", "64", *LATENCY),
         timeout=120,
     )
     assert served.returncode == 0, served.stdout + served.stderr
@@ -117,6 +117,8 @@ def test_router_and_reward_urls_survive_losing_one_server_of_each(tmp_path: Path
         assert reward_figures[doomed.url]["problems_moved_away"] >= 1
         assert reward_figures[survivor.url]["problems"] == LIMIT
 
+        # The capacity is the router's workers' together (each says 64 in /server_info).
+        assert "4 problems at once: the policy server runs 128 requests" in search.stdout
         # The figures reach the search's summary and the report.
         assert f"reward server {doomed.url}: " in search.stdout
         assert f"reward server {doomed.url} marked down" in search.stderr  # said when it happened

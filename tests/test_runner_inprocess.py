@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from rebase_cli.clients.policy import StepRequest
 from rebase_cli.domain import (
     Completion,
     LevelCommit,
@@ -64,11 +65,26 @@ class FakePolicy:
         return StepBatch(tuple(completions), prompt_tokens=len(prompt) // 4,
                          completion_tokens=6 * n, requests=1)  # fmt: skip
 
+    async def expand_level(self, steps: list[StepRequest]) -> list[StepBatch]:
+        """Each parent asked on its own, all at once (the /v1/completions plan)."""
+        return list(
+            await asyncio.gather(
+                *(self.expand(s.prompt, s.n, seed=s.seed, stop=s.stop) for s in steps)
+            )
+        )
+
 
 class FakeReward:
-    """Scores in [0, 1] from the step text alone."""
+    """Scores in [0, 1] from the step text alone; records the candidates of each request."""
 
-    async def score(self, question: str, steps: list[str], candidates: list[str]) -> ScoreBatch:
+    def __init__(self) -> None:
+        self.requests: list[list[str]] = []
+
+    async def score_level(
+        self, question: str, groups: list[tuple[list[str], list[str]]]
+    ) -> ScoreBatch:
+        candidates = [text for _, texts in groups for text in texts]
+        self.requests.append(candidates)
         scores = tuple((zlib.crc32(text.encode()) % 1000) / 1000 for text in candidates)
         return ScoreBatch(scores, tokens=10 * len(candidates), requests=1)
 
@@ -164,11 +180,11 @@ def test_the_sqlite_store_gets_the_same_trees(db: Database) -> None:
 def test_a_resume_after_a_cancellation_finishes_with_the_same_trees() -> None:
     run = MemoryRun(PROBLEMS)
     reached = asyncio.Event()
-    committed: dict[int, list[NewNode]] = {}
+    blocked: list[str] = []  # the prompt of the first depth-3 request
 
     async def block_at_depth_two(call: int, prompt: str) -> None:
         if prompt.count("Step ") == 2 and not reached.is_set():
-            committed.update({k: list(v) for k, v in trees(run).items()})
+            blocked.append(prompt)
             reached.set()
         if reached.is_set():
             await asyncio.Event().wait()  # a request that never returns
@@ -184,13 +200,18 @@ def test_a_resume_after_a_cancellation_finishes_with_the_same_trees() -> None:
 
     outcome = asyncio.run(cancelled_session())
     assert outcome.interrupted and run.status == RunStatus.INTERRUPTED.value
-    # Nothing of the level in flight was committed: the trees are those of the moment the
-    # first depth-3 request was sent.
-    assert trees(run) == committed
-    assert any(len(nodes) > 1 for nodes in committed.values())
+    # Only whole levels were committed: each tree is the uninterrupted tree up to some depth,
+    # and nothing of the level in flight exists.
+    whole = uninterrupted()
+    for index, nodes in trees(run).items():
+        depth = max((n.depth for n in nodes), default=-1)
+        assert nodes == [n for n in whole[index] if n.depth <= depth]
+        if f"What is {index} +" in blocked[0]:
+            assert depth == 2
+    assert any(len(nodes) > 1 for nodes in trees(run).values())
     search(run, owner="second")
     assert run.status == RunStatus.DONE.value
-    assert trees(run) == uninterrupted()
+    assert trees(run) == whole
 
 
 def failing_on(questions: set[int]) -> Hook:
@@ -254,33 +275,24 @@ def test_the_heartbeat_stops_a_run_whose_lease_was_taken(monkeypatch: pytest.Mon
     assert run.lease_owner == "thief"
 
 
-def test_a_sibling_group_is_scored_as_soon_as_its_own_steps_return() -> None:
-    """The first parent of level 2 gets its steps only once another group of that level was
-    scored: a runner that waits for every generation of the level before scoring any would
-    never finish this level. (`sample` expands every open node, so level 2 has several
-    parents.)"""
+def test_a_level_is_scored_in_one_request_and_each_score_lands_on_its_own_node() -> None:
+    """`sample` expands every open node, so its levels have several parents: each level costs
+    one reward request holding every candidate of the level, in parent order, and every node
+    keeps the score of its own text (the scores are a function of the text alone)."""
     run = MemoryRun(PROBLEMS[:1])
-    scored = asyncio.Event()
-
-    class SignallingReward(FakeReward):
-        async def score(self, question: str, steps: list[str], candidates: list[str]):  # type: ignore[no-untyped-def]
-            if len(steps) == 1:
-                scored.set()
-            return await super().score(question, steps, candidates)
-
-    waited: list[int] = []
-
-    async def first_parent_of_level_two_waits(call: int, prompt: str) -> None:
-        if prompt.count("Step ") == 1 and not waited:
-            waited.append(call)
-            await scored.wait()
-
-    policy = FakePolicy(first_parent_of_level_two_waits)
-    ctx = context(InMemorySearchStore(run, "me"), policy, method="sample")
-    ctx.reward = SignallingReward()
+    ctx = context(InMemorySearchStore(run, "me"), method="sample")
     outcome = asyncio.run(asyncio.wait_for(execute_run(ctx), timeout=10))
-    assert waited and not outcome.interrupted and run.status == RunStatus.DONE.value
-    # The level is still committed whole, in parent order: the tree a plain run gets.
-    plain = MemoryRun(PROBLEMS[:1])
-    search(plain, method="sample")
-    assert trees(run) == trees(plain)
+    assert not outcome.interrupted and run.status == RunStatus.DONE.value
+    [problem] = run.problems.values()
+    nodes = [n for n in problem.nodes if n.depth > 0]
+    levels = sorted({n.depth for n in nodes})
+    assert len(ctx.reward.requests) == len(levels)
+    for depth, candidates in zip(levels, ctx.reward.requests, strict=True):
+        level = [n for n in nodes if n.depth == depth]
+        assert candidates == [n.text for n in level]
+        for node in level:
+            assert node.score == (zlib.crc32(node.text.encode()) % 1000) / 1000
+    # Some level holds the children of several parents.
+    assert any(
+        len({(n.depth, n.parent_ordinal) for n in nodes if n.depth == d}) > 1 for d in levels
+    )

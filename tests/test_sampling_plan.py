@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from rebase_cli.clients import PolicyClient, RetryPolicy
-from rebase_cli.clients.policy import parse_reply
+from rebase_cli.clients.policy import StepRequest, parse_reply
 from rebase_cli.datasets import load_dataset
 from rebase_cli.domain import TerminalReason
 from rebase_cli.prompts import load_template
@@ -234,3 +234,32 @@ def test_a_stop_string_found_in_the_text_is_never_eos():
     [completion] = parse_reply(data, 1, "", stop=["\n"]).completions
     assert completion.text == "Step 1: x." and completion.matched_stop == "\n"
     assert not completion.eos
+
+
+def test_deterministic_sglang_gets_a_whole_level_in_one_generate_batch(servers, problems):
+    """Three parents (different prompts, n, token caps and seeds) in one /generate request:
+    each parent's children are the ones its own request gets, seeded seed + i."""
+    server = servers["sglang-deterministic"]
+    steps = [
+        StepRequest(TEMPLATE.render(problems[k].question), n, TEMPLATE.stop, cap, 1.0, seed=seed)
+        for k, n, cap, seed in ((5, 3, 256, 11), (6, 1, 64, 12), (7, 2, 256, 13))
+    ]
+
+    async def go():
+        client = PolicyClient(server.url, retry=FAST)
+        try:
+            level = await client.expand_level(steps)
+            requests = server.sim.stats()["requests"]
+            alone = [await client.expand_level([s]) for s in steps]
+            return level, requests, alone
+        finally:
+            await client.aclose()
+
+    server.sim.reset()
+    level, requests, alone = asyncio.run(go())
+    assert requests == {"/generate": 1}
+    assert [b.requests for b in level] == [1, 0, 0]
+    for batch, [own] in zip(level, alone, strict=True):
+        assert batch.completions == own.completions and batch.seeded
+        assert batch.prompt_tokens == own.prompt_tokens > 0
+    assert server.sim.duplicate_samples == 6  # only the second asking of each child

@@ -124,9 +124,18 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_trees(
     assert integrity(db) == "ok"
 
 
+@pytest.fixture(scope="module")
+def slow_sim():
+    """The same simulator answering after 100 ms: a search long enough to interrupt (the
+    trees do not depend on latency)."""
+    with start_simulator("--base-ms", "100") as simulator:
+        yield simulator
+
+
 def test_ctrl_c_leaves_a_resumable_run_and_resume_picks_it(
-    sim, reference: Reference, tmp_path: Path
+    slow_sim, reference: Reference, tmp_path: Path
 ) -> None:
+    sim = slow_sim
     db = tmp_path / "rebase.db"
     expected = subset(reference.dump, range(SHORT))
     total = sum(len(p["nodes"]) for p in expected.values())

@@ -143,6 +143,25 @@ def test_score_returns_label_probabilities_for_each_item(client, problems):
     assert sum(raw["scores"][0]) < 1.0 and raw["model"] == "sim-prm"
 
 
+def test_score_reads_query_plus_item_as_one_text_and_counts_each_prompt(client, problems):
+    """As SGLang 0.5.23 `score_request`: each item is scored on query + item (joined as text),
+    an omitted query is "", and the usage sums every prompt's tokens."""
+    query = problems[0].question + "\n"
+    steps = ["Step 1: Janet sells 16 - 3 - 4 = 9 duck eggs a day.", "Step 1: 16 - 3 = 11."]
+    items = [step + TEMPLATE.prm.step_tag for step in steps]
+    labels = {"label_token_ids": [GOOD, BAD], "apply_softmax": True}
+    split = client.post("/score", body={"query": query, "items": items, **labels}, cast_to=object)
+    whole = [query + item for item in items]
+    joined = client.post("/score", body={"items": whole, **labels}, cast_to=object)
+    elsewhere = [whole[0][:7], whole[0][7:]]  # the query may end anywhere in the text
+    cut = client.post(
+        "/score", body={"query": elsewhere[0], "items": [elsewhere[1]], **labels}, cast_to=object
+    )
+    assert joined["scores"] == split["scores"] and cut["scores"] == split["scores"][:1]
+    tokens = sum(count_tokens(text) for text in whole)
+    assert split["usage"]["prompt_tokens"] == joined["usage"]["prompt_tokens"] == tokens
+
+
 def test_classify_returns_a_raw_reward_per_text(root_client, problems):
     question = problems[0].question
     right = question + "\nStep 1: Janet sells 16 - 3 - 4 = 9 duck eggs a day."
@@ -182,7 +201,7 @@ def test_pooling_returns_one_row_per_tagged_step(root_client, problems):
         ("/v1/completions", {"prompt": [1, 2, 3]}, "token-id"),
         ("/v1/completions", {"prompt": "x", "stream": True}, "streaming"),
         ("/v1/score", {"query": "q", "items": ["a"]}, "label_token_ids"),
-        ("/v1/score", {"items": ["a"], "label_token_ids": [1]}, "`query` is required"),
+        ("/v1/score", {"query": "q", "label_token_ids": [1]}, "`items` is required"),
         ("/classify", {}, "`text` is required"),
         ("/pooling", {"input": "x", "task": "embed"}, "task"),
     ],

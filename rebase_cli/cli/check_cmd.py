@@ -69,10 +69,9 @@ def check(
     the template can read within the limits; that the template's label tokens are single,
     distinct tokens of the reward model; and that the PRM scores a correct and a wrong step
     differently."""
-    import asyncio
-
     from rebase_cli.cli.search_cmd import read_config_file
     from rebase_cli.datasets import FieldMap
+    from rebase_cli.runner import event_loop
     from rebase_cli.runner.check_service import check_servers
     from rebase_cli.runner.service import EndpointRequest
     from rebase_cli.runner.setup import RunRequest
@@ -95,7 +94,7 @@ def check(
     )
     db = open_db()
     with err_console.status("probing the servers..."):
-        report = asyncio.run(check_servers(db, run_request, endpoints, full=not quick))
+        report = event_loop.run(check_servers(db, run_request, endpoints, full=not quick))
     if json_output:
         print_json(report.as_dict())
     else:

@@ -33,8 +33,7 @@ def rescore(
 ) -> None:
     """Score every node of RUN with another PRM into a named score set (resumable: run it
     again to continue); `rebase report RUN --scores NAME` then selects answers with it."""
-    import asyncio
-
+    from rebase_cli.runner import event_loop
     from rebase_cli.runner.rescore_service import rescore_with
     from rebase_cli.store.runs import resolve_run
 
@@ -54,7 +53,7 @@ def rescore(
         def advance() -> None:
             bar.advance(task)
 
-        score_set, outcome = asyncio.run(
+        score_set, outcome = event_loop.run(
             rescore_with(
                 db,
                 resolved,

@@ -15,7 +15,7 @@ from rich.console import Console
 from rebase_cli.cli.common import err_console, with_db
 from rebase_cli.cli.search_progress import ProgressEvents
 from rebase_cli.reports.servers import server_rows
-from rebase_cli.runner import reproducibility
+from rebase_cli.runner import event_loop, reproducibility
 from rebase_cli.runner.setup import PreparedRun, RunRequest
 from rebase_cli.store.aggregates import run_totals
 from rebase_cli.store.database import Database
@@ -55,6 +55,11 @@ def execute_search(
     def on_prepared(prepared, endpoint_info) -> None:  # type: ignore[no-untyped-def]
         out.print(f"[bold]{prepared.note}[/]: {prepared.run.method} on {prepared.run.dataset}, "
                   f"budget {prepared.run.budget}, db {db.path}")  # fmt: skip
+        at_once = f"{prepared.config.concurrency} problems at once"
+        if prepared.policy_capacity is None:
+            out.print(f"{at_once} (--concurrency; the policy server does not say its capacity)")
+        else:
+            out.print(f"{at_once}: the policy server runs {prepared.policy_capacity} requests")
         if endpoint_info.simulated:
             out.print(
                 "[bold yellow]SIMULATED[/]: the policy/reward are the built-in simulator; "
@@ -84,7 +89,7 @@ def execute_search(
                 return None, received
 
     try:
-        result, received = asyncio.run(main())
+        result, received = event_loop.run(main())
     finally:
         if "events" in holder:
             holder["events"].__exit__(None, None, None)
@@ -95,7 +100,9 @@ def execute_search(
     stored = resolve_run(db, f"run-{prepared.run.id}")
     facts = reproducibility.read(stored.capabilities_json)
     summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
-               "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict()}  # fmt: skip
+               "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict(),
+               "concurrency": prepared.config.concurrency,
+               "policy_capacity": prepared.policy_capacity}  # fmt: skip
     servers = server_rows(stored)
     if servers:
         summary["servers"] = servers

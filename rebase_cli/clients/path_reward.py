@@ -29,7 +29,6 @@ from rebase_cli.clients.reward import (
     HttpReward,
     PoolingReward,
     ScoreReward,
-    classify_scores,
     probability,
 )
 from rebase_cli.domain import ScoreBatch
@@ -142,30 +141,8 @@ def _tagged_path(steps: Sequence[str], prm) -> str:  # type: ignore[no-untyped-d
 async def _prefix_items(reward: ScoreReward, question: str, steps: list[str]) -> ScoreBatch:
     """One /v1/score request: the question as query, one item per step prefix."""
     query = prm_text.shepherd_query(question, [], reward.prm)
-    items = [_tagged_path(steps[: k + 1], reward.prm) for k in range(len(steps))]
-    body: dict[str, Any] = {
-        "query": query,
-        "items": items,
-        "label_token_ids": [reward.prm.good_token_id, reward.prm.bad_token_id],
-        "apply_softmax": True,
-    }
-    if reward.model:
-        body["model"] = reward.model
-
-    def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
-        rows = data.get("scores") if isinstance(data, dict) else None
-        if not isinstance(rows, list) or len(rows) != len(items):
-            raise MalformedResponse(f"expected `scores` with {len(items)} rows", text)
-        scores = []
-        for row in rows:
-            if not isinstance(row, list) or not row:
-                raise MalformedResponse("a score row is not a non-empty list", text)
-            scores.append(probability(row[0], "p(good)", text))
-        usage = data.get("usage")
-        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else 0
-        return tuple(scores), tokens if isinstance(tokens, int) else 0
-
-    (scores, tokens), retries = await reward.post(body, parse)
+    texts = [(query, _tagged_path(steps[: k + 1], reward.prm)) for k in range(len(steps))]
+    (scores, tokens), retries = await reward.post(*reward.request(texts))
     return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)
 
 
@@ -202,11 +179,7 @@ async def _pooling_rows(reward: PoolingReward, question: str, steps: list[str]) 
 
 async def _classify_texts(reward: ClassifyReward, texts: list[str]) -> ScoreBatch:
     """One /classify request with one text per step prefix, squashed as ClassifyReward does."""
-
-    def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
-        return classify_scores(data, text, len(texts))
-
-    (scores, tokens), retries = await reward.post({"text": texts}, parse)
+    (scores, tokens), retries = await reward.post(*reward.request(texts))
     return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)
 
 

@@ -45,6 +45,19 @@ class Reply:
         return all(c.exact_tokens for c in self.completions)
 
 
+@dataclass(frozen=True)
+class StepRequest:
+    """One parent's children as `PolicyClient.expand` takes them."""
+
+    prompt: str
+    n: int
+    stop: tuple[str, ...]
+    max_new_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    seed: int | None = None
+
+
 def apportion(total: int, sizes: Sequence[int]) -> list[int]:
     """Split `total` into integers proportional to `sizes` (largest remainder, ties to the
     earlier index); equal parts when every size is 0. The parts always sum to `total`."""
@@ -144,35 +157,45 @@ def _completion(
     return Completion(text, finish_reason, matched, tokens, eos=eos, exact_tokens=exact)
 
 
-def parse_generate_reply(data: Any, requested: int, body: str, stop: Sequence[str]) -> Reply:
-    """Validate SGLang's native /generate answer to a batch of `requested` inputs (a list of
-    {text, output_ids, meta_info}). Token counts are the lengths of `output_ids` (exact). The
-    inputs share one prompt, so its tokens are counted once."""
+def parse_generate_reply(
+    data: Any, sizes: Sequence[int], body: str, stops: Sequence[Sequence[str]]
+) -> list[Reply]:
+    """Validate SGLang's native /generate answer to a batch (a list of {text, output_ids,
+    meta_info}, one per input) whose inputs are `sizes[k]` copies of prompt k in a row, asked
+    with stop strings `stops[k]`: one Reply per prompt. Token counts are the lengths of
+    `output_ids` (exact); a prompt's tokens are counted once, from its first output."""
+    requested = sum(sizes)
     if not isinstance(data, list) or len(data) != requested:
         raise MalformedResponse(f"expected a list of {requested} outputs", body)
-    completions, prompt_tokens, total = [], 0, 0
-    for index, output in enumerate(data):
-        meta = output.get("meta_info") if isinstance(output, dict) else None
-        if not isinstance(meta, dict) or not isinstance(output.get("text"), str):
-            raise MalformedResponse("an output without `text` and `meta_info`", body)
-        finish = meta.get("finish_reason")
-        kind = finish.get("type") if isinstance(finish, dict) else None
-        if kind not in ("stop", "length"):
-            raise MalformedResponse(f"output {index} did not finish ({finish!r})", body)
-        ids = output.get("output_ids")
-        if isinstance(ids, list):
-            tokens, exact = len(ids), True
-        else:
-            tokens, exact = _count(meta.get("completion_tokens")) or 0, True
-        text, found = cut_at_stop(output["text"], stop)
-        matched = _stop_value(finish.get("matched")) if kind == "stop" else None
-        if found is not None:
-            kind, matched = "stop", found
-        completions.append(Completion(text, kind, matched, tokens, exact_tokens=exact))
-        total += tokens
-        if index == 0:
-            prompt_tokens = _count(meta.get("prompt_tokens")) or 0
-    return Reply(tuple(completions), prompt_tokens, total, "matched_stop", True)
+    replies, first = [], 0
+    for size, stop in zip(sizes, stops, strict=True):
+        completions, total = [], 0
+        for index in range(first, first + size):
+            completion = _generate_output(data[index], index, body, stop)
+            completions.append(completion)
+            total += completion.completion_tokens
+        meta = data[first]["meta_info"]
+        prompt_tokens = _count(meta.get("prompt_tokens")) or 0
+        replies.append(Reply(tuple(completions), prompt_tokens, total, "matched_stop", True))
+        first += size
+    return replies
+
+
+def _generate_output(output: Any, index: int, body: str, stop: Sequence[str]) -> Completion:
+    meta = output.get("meta_info") if isinstance(output, dict) else None
+    if not isinstance(meta, dict) or not isinstance(output.get("text"), str):
+        raise MalformedResponse("an output without `text` and `meta_info`", body)
+    finish = meta.get("finish_reason")
+    kind = finish.get("type") if isinstance(finish, dict) else None
+    if kind not in ("stop", "length"):
+        raise MalformedResponse(f"output {index} did not finish ({finish!r})", body)
+    ids = output.get("output_ids")
+    tokens = len(ids) if isinstance(ids, list) else _count(meta.get("completion_tokens")) or 0
+    text, found = cut_at_stop(output["text"], stop)
+    matched = _stop_value(finish.get("matched")) if kind == "stop" else None
+    if found is not None:
+        kind, matched = "stop", found
+    return Completion(text, kind, matched, tokens, exact_tokens=True)
 
 
 def _finish_reason(value: Any) -> str:
@@ -237,6 +260,12 @@ class PolicyClient:
         """What the server was seen to support (None: not observed yet). JSON-serialisable."""
         return dict(self._capabilities)
 
+    @property
+    def capacity(self) -> int | None:
+        """Requests the server (all of a pool's, or a router's) runs at once, as it says once
+        identified; None when it does not say or was named by the user rather than asked."""
+        return None if self._kind is None else self._kind.capacity
+
     async def model_id(self) -> str:
         """The model name used in requests: the given one, else the server's first model."""
         if self._model is not None:  # known: no lock to take on every request
@@ -284,31 +313,41 @@ class PolicyClient:
         Sample i corresponds to seed `seed + i` (a request for samples i..j sends seed + i and
         n = j - i + 1), unless the server's plan sends no seed. Completions come back in
         sample order."""
-        if n < 1:
+        step = StepRequest(prompt, n, tuple(stop), max_new_tokens, temperature, top_p, seed)
+        [batch] = await self.expand_level([step])
+        return batch
+
+    async def expand_level(self, steps: Sequence[StepRequest]) -> list[StepBatch]:
+        """Each parent's children (as `expand` gives them), in the order of `steps`.
+
+        On the native /generate plan every child of the level is one entry of a single
+        request, with its own prompt, sampling parameters and seed; that request is counted
+        on the first parent's batch. Otherwise each parent is asked as `expand` asks it, all
+        at once."""
+        if any(step.n < 1 for step in steps):
             raise ValueError("n must be >= 1")
+        if not steps:
+            return []
         plan = await self.sampling_plan()
-        if not plan.send_seed:
-            seed = None
         if plan.route == GENERATE:
-            return await self._generate(
-                prompt,
-                n,
-                stop=stop,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
-            )
+            return await self._generate(steps, plan.send_seed)
+        if len(steps) == 1:  # the usual case on one parent: no task to create for gather
+            return [await self._completions(steps[0], plan)]
+        return list(await asyncio.gather(*(self._completions(step, plan) for step in steps)))
+
+    async def _completions(self, step: StepRequest, plan: SamplingPlan) -> StepBatch:
+        """One parent's children through /v1/completions, n per request as the plan allows."""
+        n, seed = step.n, step.seed if plan.send_seed else None
         model = await self.model_id()
         args = {
             "model": model,
-            "prompt": prompt,
-            "max_tokens": max_new_tokens,  # the OpenAI API's name for the per-request cap
-            "temperature": temperature,
-            "top_p": top_p,
+            "prompt": step.prompt,
+            "max_tokens": step.max_new_tokens,  # the OpenAI API's name for the per-request cap
+            "temperature": step.temperature,
+            "top_p": step.top_p,
         }
-        if stop:
-            args["stop"] = list(stop)
+        if step.stop:
+            args["stop"] = list(step.stop)
         if plan.token_ids:
             args["return_token_ids"] = True
 
@@ -345,47 +384,48 @@ class PolicyClient:
             seeded=seed is not None,
         )
 
-    async def _generate(
-        self,
-        prompt: str,
-        n: int,
-        *,
-        stop: Sequence[str],
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int | None,
-    ) -> StepBatch:
-        """The n children in one native /generate request: n copies of the prompt (SGLang's
-        radix cache prefills it once), each with its own `sampling_seed` (seed + i)."""
-        params = []
-        for index in range(n):
+    async def _generate(self, steps: Sequence[StepRequest], send_seed: bool) -> list[StepBatch]:
+        """Every child of `steps` in one native /generate request: n copies of each prompt
+        (SGLang's radix cache prefills each once), each copy with its own `sampling_seed`
+        (seed + i)."""
+        texts: list[str] = []
+        params: list[dict[str, Any]] = []
+        for step in steps:
             p: dict[str, Any] = {
-                "max_new_tokens": max_new_tokens,
-                "temperature": temperature,
-                "top_p": top_p,
+                "max_new_tokens": step.max_new_tokens,
+                "temperature": step.temperature,
+                "top_p": step.top_p,
             }
-            if stop:
-                p["stop"] = list(stop)
-            if seed is not None:
-                p["sampling_seed"] = seed + index
-            params.append(p)
-        body = {"text": [prompt] * n, "sampling_params": params}
-        reply, retries = await self.endpoint.post_json(
+            if step.stop:
+                p["stop"] = list(step.stop)
+            for index in range(step.n):
+                texts.append(step.prompt)
+                if send_seed and step.seed is not None:
+                    params.append(dict(p, sampling_seed=step.seed + index))
+                else:
+                    params.append(p)
+        sizes = [step.n for step in steps]
+        stops = [step.stop for step in steps]
+        replies, retries = await self.endpoint.post_json(
             NATIVE_GENERATE,
-            body,
-            lambda data, text: parse_generate_reply(data, n, text, stop),
+            {"text": texts, "sampling_params": params},
+            lambda data, text: parse_generate_reply(data, sizes, text, stops),
             not_found_hint="the server is not SGLang; pass --policy-server to name its kind",
         )
-        self._observe(reply)
-        return StepBatch(
-            completions=reply.completions,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-            requests=1,
-            retries=retries,
-            seeded=seed is not None,
-        )
+        batches = []
+        for index, (step, reply) in enumerate(zip(steps, replies, strict=True)):
+            self._observe(reply)
+            batches.append(
+                StepBatch(
+                    completions=reply.completions,
+                    prompt_tokens=reply.prompt_tokens,
+                    completion_tokens=reply.completion_tokens,
+                    requests=1 if index == 0 else 0,
+                    retries=retries if index == 0 else 0,
+                    seeded=send_seed and step.seed is not None,
+                )
+            )
+        return batches
 
     def _chunks(self, n: int) -> list[tuple[int, int]]:
         """(first sample, count) per request."""

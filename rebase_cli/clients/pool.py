@@ -107,6 +107,7 @@ class EndpointPool(Caller):
             raise ValueError("a pool needs at least two servers")
         self.role = role
         self.members = [Member(e, i) for i, e in enumerate(endpoints)]
+        self.server_count = len(self.members)
         self.url = ",".join(roots)
         self.retry = endpoints[0].retry
         self.timeout = endpoints[0].timeout

@@ -1,15 +1,19 @@
-"""Reward adapters: score a sibling group of candidate steps given the question and the path.
+"""Reward adapters: score the candidate steps of one level's sibling groups, given the
+question and each group's path, in one request.
 
 One adapter per wire protocol (DESIGN §5):
-- `score`: SGLang POST /v1/score, one request per sibling group; score = P(good label token)
-  at the step tag, softmax over the good/bad label tokens (Math-Shepherd style PRMs).
-- `classify`: SGLang POST /classify, one request per sibling group; score = sigmoid(raw reward)
-  (scalar outcome reward models used as step scorers), in the template's chat format for them
-  when it has one (SGLang applies none).
-- `pooling`: vLLM POST /pooling with token_classify, one request per sibling group (`input` is
-  a list, one chat text per candidate); score = p1 of each text's last step row
-  (Qwen2.5-Math-PRM).
-Every score is in [0, 1] and comes back in the order of the candidates.
+- `score`: SGLang POST /v1/score; score = P(good label token) at the step tag, softmax over the
+  good/bad label tokens (Math-Shepherd style PRMs). SGLang scores `query + item` for every
+  item, concatenated as text before tokenising (0.5.23 `score_request`), so several groups go
+  in one request as the groups' common prefix (the query) and, per candidate, the rest of its
+  group's query + the candidate (the item): every item is scored on exactly the text a
+  per-group request would send.
+- `classify`: SGLang POST /classify; score = sigmoid(raw reward) (scalar outcome reward models
+  used as step scorers), in the template's chat format for them when it has one (SGLang
+  applies none); one text per candidate.
+- `pooling`: vLLM POST /pooling with token_classify (`input` is a list, one chat text per
+  candidate); score = p1 of each text's last step row (Qwen2.5-Math-PRM).
+Every score is in [0, 1] and comes back in the order of the groups, then of their candidates.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from rebase_cli.prompts import PrmFormat
 PROBABILITY_SLACK = 1e-6  # servers' softmax may land a hair outside [0, 1]
 
 
+# One sibling group: the steps before it (its parent's path) and its candidate steps.
+SiblingGroup = tuple[Sequence[str], Sequence[str]]
+
+
 class RewardClient(Protocol):
     """What the runner needs from a reward server."""
 
@@ -40,6 +48,11 @@ class RewardClient(Protocol):
     ) -> ScoreBatch:
         """One score in [0, 1] per candidate step (same order), given the question and the
         steps before it."""
+        ...
+
+    async def score_level(self, question: str, groups: Sequence[SiblingGroup]) -> ScoreBatch:
+        """The candidates of every group in one request: their scores flat, group by group in
+        the given order, each group's as `score` would give them."""
         ...
 
     async def model_id(self) -> str | None: ...
@@ -121,6 +134,26 @@ class HttpReward:
             self.model = await self.endpoint.model_id(missing_ok=True)
         return self.model
 
+    async def score(
+        self, question: str, previous_steps: Sequence[str], candidates: Sequence[str]
+    ) -> ScoreBatch:
+        return await self.score_level(question, [(previous_steps, candidates)])
+
+    async def score_level(self, question: str, groups: Sequence[SiblingGroup]) -> ScoreBatch:
+        texts = self.texts(question, [g for g in groups if g[1]])
+        if not texts:
+            return ScoreBatch(scores=(), tokens=0, requests=0)
+        (scores, tokens), retries = await self.post(*self.request(texts))
+        return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)
+
+    def texts(self, question: str, groups: Sequence[SiblingGroup]) -> list[Any]:
+        """What the request carries for each candidate, in order (adapter-specific)."""
+        raise NotImplementedError
+
+    def request(self, texts: list[Any]) -> tuple[dict[str, Any], Callable[[Any, str], Any]]:
+        """The body for `texts` and the parser of its reply: (scores, prompt tokens)."""
+        raise NotImplementedError
+
     async def post(self, body: dict[str, Any], parse: Callable[[Any, str], Any]):
         """POST `body` to this adapter's path; `parse(data, body_text)` validates the reply."""
         return await self.endpoint.post_json(
@@ -135,25 +168,32 @@ class HttpReward:
 
 
 class ScoreReward(HttpReward):
-    """SGLang /v1/score: the sibling group shares the query, so one request scores it all."""
+    """SGLang /v1/score: the level's candidates as items after their common query prefix."""
 
     protocol = RewardProtocol.score
     path = "/v1/score"
 
-    async def score(
-        self, question: str, previous_steps: Sequence[str], candidates: Sequence[str]
-    ) -> ScoreBatch:
-        if not candidates:
-            return ScoreBatch(scores=(), tokens=0, requests=0)
+    def texts(self, question: str, groups: Sequence[SiblingGroup]) -> list[tuple[str, str]]:
+        """(group query, item) per candidate."""
+        out = []
+        for previous_steps, candidates in groups:
+            query = prm_text.score_query(question, previous_steps, self.prm)
+            out.extend((query, prm_text.score_item(c, self.prm)) for c in candidates)
+        return out
+
+    def request(self, texts: list[tuple[str, str]]):  # type: ignore[override]
+        # One group: its own query, the body a per-group request always had. Several: the
+        # queries' common prefix; SGLang scores query + item, so each item is the same text.
+        shared = prm_text.common_prefix({query for query, _ in texts})
         body: dict[str, Any] = {
-            "query": prm_text.score_query(question, previous_steps, self.prm),
-            "items": [prm_text.score_item(c, self.prm) for c in candidates],
+            "query": shared,
+            "items": [query[len(shared) :] + item for query, item in texts],
             "label_token_ids": [self.prm.good_token_id, self.prm.bad_token_id],
             "apply_softmax": True,
         }
         if self.model:
             body["model"] = self.model
-        expected = len(candidates)
+        expected = len(texts)
 
         def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
             rows = data.get("scores") if isinstance(data, dict) else None
@@ -166,8 +206,7 @@ class ScoreReward(HttpReward):
                 scores.append(probability(row[0], "p(good)", text))
             return tuple(scores), _prompt_tokens(data)
 
-        (scores, tokens), retries = await self.post(body, parse)
-        return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)
+        return body, parse
 
 
 class ClassifyReward(HttpReward):
@@ -176,21 +215,20 @@ class ClassifyReward(HttpReward):
     protocol = RewardProtocol.classify
     path = "/classify"
 
-    async def score(
-        self, question: str, previous_steps: Sequence[str], candidates: Sequence[str]
-    ) -> ScoreBatch:
-        if not candidates:
-            return ScoreBatch(scores=(), tokens=0, requests=0)
-        texts = [
-            prm_text.classify_text(question, [*previous_steps, c], self.prm) for c in candidates
+    def texts(self, question: str, groups: Sequence[SiblingGroup]) -> list[str]:
+        return [
+            prm_text.classify_text(question, [*previous_steps, c], self.prm)
+            for previous_steps, candidates in groups
+            for c in candidates
         ]
-        expected = len(candidates)
+
+    def request(self, texts: list[str]):  # type: ignore[override]
+        expected = len(texts)
 
         def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
             return classify_scores(data, text, expected)
 
-        (scores, tokens), retries = await self.post({"text": texts}, parse)
-        return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)
+        return {"text": texts}, parse
 
 
 def classify_scores(data: Any, text: str, expected: int) -> tuple[tuple[float, ...], int]:
@@ -217,26 +255,24 @@ def classify_scores(data: Any, text: str, expected: int) -> tuple[tuple[float, .
 
 
 class PoolingReward(HttpReward):
-    """vLLM /pooling (token_classify): the sibling group in one request, one input per
-    candidate path; each candidate's score is its last step row's p1."""
+    """vLLM /pooling (token_classify): one input per candidate path; each candidate's score is
+    its last step row's p1."""
 
     protocol = RewardProtocol.pooling
     path = "/pooling"
 
-    async def score(
-        self, question: str, previous_steps: Sequence[str], candidates: Sequence[str]
-    ) -> ScoreBatch:
-        if not candidates:
-            return ScoreBatch(scores=(), tokens=0, requests=0)
-        body: dict[str, Any] = {
-            "input": [
-                prm_text.qwen_prm_chat(question, [*previous_steps, c], self.prm) for c in candidates
-            ],
-            "task": "token_classify",
-        }
+    def texts(self, question: str, groups: Sequence[SiblingGroup]) -> list[str]:
+        return [
+            prm_text.qwen_prm_chat(question, [*previous_steps, c], self.prm)
+            for previous_steps, candidates in groups
+            for c in candidates
+        ]
+
+    def request(self, texts: list[str]):  # type: ignore[override]
+        body: dict[str, Any] = {"input": texts, "task": "token_classify"}
         if self.model:
             body["model"] = self.model
-        expected = len(candidates)
+        expected = len(texts)
 
         def parse(data: Any, text: str) -> tuple[tuple[float, ...], int]:
             items = data.get("data") if isinstance(data, dict) else None
@@ -248,8 +284,7 @@ class PoolingReward(HttpReward):
                 items = sorted(items, key=_index)
             return tuple(_last_p1(item, text) for item in items), _prompt_tokens(data)
 
-        (scores, tokens), retries = await self.post(body, parse)
-        return ScoreBatch(scores=scores, tokens=tokens, requests=1, retries=retries)
+        return body, parse
 
 
 def _index(item: dict) -> int | None:

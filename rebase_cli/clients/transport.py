@@ -80,6 +80,7 @@ class Caller:
     or the member a pool chose for it."""
 
     role: str
+    server_count = 1  # the servers behind it (a pool has several)
 
     def current(self) -> Endpoint:
         raise NotImplementedError

@@ -44,6 +44,15 @@ OPERATION = "Concurrency and timeouts"
 OUTPUT = "Run and output"
 
 
+# Problems searched at once when the policy server does not say how many requests it runs.
+DEFAULT_CONCURRENCY = 32
+# Sequences asked for per sequence the server runs, when the concurrency is sized from its
+# capacity: the margin that keeps its queue non-empty while problems are being scored or end
+# (benchmarks/bench_server_busy.py).
+AUTO_OVERSUBSCRIPTION = 4
+MAX_AUTO_CONCURRENCY = 4096
+
+
 @dataclass(frozen=True)
 class Param:
     """What a SearchConfig field is beyond its value.
@@ -139,8 +148,17 @@ class SearchConfig(BaseModel):
         int | None, Operational("Only the first K problems.", WHAT, note="default: all")
     ] = Field(default=None, ge=1)
     concurrency: Annotated[
-        int, Operational("Problems searched at once.", OPERATION, aliases=("num_threads",))
-    ] = Field(default=32, ge=1, le=100_000)
+        int | None,
+        Operational(
+            "Problems searched at once.",
+            OPERATION,
+            aliases=("num_threads",),
+            note=(
+                f"default: auto: {AUTO_OVERSUBSCRIPTION} x the policy server's capacity / "
+                f"budget, at least {DEFAULT_CONCURRENCY}"
+            ),
+        ),
+    ] = Field(default=None, ge=1, le=100_000)
     max_in_flight: Annotated[int, Operational("In-flight requests per endpoint.", OPERATION)] = (
         Field(default=256, ge=1, le=100_000)
     )
@@ -227,6 +245,19 @@ class SearchConfig(BaseModel):
     def whole_solutions(self) -> bool:
         """Whole-solution sampling: each path generated in one request, then scored."""
         return self.method == "sample" and self.sample_mode == "whole"
+
+    def problems_at_once(self, capacity: int | None) -> int:
+        """`concurrency`; when it is auto, enough problems to keep busy a policy server that
+        runs `capacity` requests at once: AUTO_OVERSUBSCRIPTION x capacity / budget (a problem
+        holds up to `budget` sequences at a level, fewer as its paths end and none while its
+        level is scored), at least DEFAULT_CONCURRENCY, which is also the answer when the
+        capacity is unknown."""
+        if self.concurrency is not None:
+            return self.concurrency
+        if capacity is None:
+            return DEFAULT_CONCURRENCY
+        wanted = -(-AUTO_OVERSUBSCRIPTION * capacity // self.budget)
+        return min(MAX_AUTO_CONCURRENCY, max(DEFAULT_CONCURRENCY, wanted))
 
     def strategy_params(self) -> StrategyParams:
         """The strategies' parameters (validated with this config: they are not checked again).

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rebase_cli.clients import affinity
+from rebase_cli.clients.policy import StepRequest
 from rebase_cli.domain import (
     LevelCommit,
     LevelCounters,
@@ -212,33 +213,28 @@ class ProblemSearch:
         if ctx.config.child_order != "best-first":
             expansions.sort(key=lambda e: e.key)
         parents = [(by_key[e.key], e.children) for e in expansions if e.children > 0]
-        # Each sibling group is scored as soon as its own steps return, so the reward server
-        # works while other generations are still in flight.
-        groups = await asyncio.gather(*(self._expand_parent(node, n) for node, n in parents))
-        batches = [batch for batch, _ in groups]
-        scores = [scored for _, scored in groups]
+        # The level costs one reward request, and on SGLang's native batch one policy request:
+        # requests, not tokens, are what the orchestrator's CPU goes on.
+        batches = await ctx.policy.expand_level([self._step_request(p, n) for p, n in parents])
         # The wrong-template check sees the level's batches in parent order, as one level.
         ctx.monitor.observe(batches, self.template)
-        return self._build_level(frontier[0].depth + 1, parents, batches, scores, decision)
+        groups = [
+            (parent.steps(), [c.text for c in batch.completions])
+            for (parent, _), batch in zip(parents, batches, strict=True)
+        ]
+        scored = await ctx.reward.score_level(self.problem.question, groups)
+        return self._build_level(frontier[0].depth + 1, parents, batches, scored, decision)
 
-    async def _expand_parent(self, node: TreeNode, n: int) -> tuple[StepBatch, ScoreBatch]:
-        """One parent's children: request its steps, then score them as one sibling group."""
-        batch = await self._request_steps(node, n)
-        scored = await self.ctx.reward.score(
-            self.problem.question, node.steps(), [c.text for c in batch.completions]
-        )
-        return batch, scored
-
-    async def _request_steps(self, node: TreeNode, n: int) -> StepBatch:
+    def _step_request(self, node: TreeNode, n: int) -> StepRequest:
         config = self.ctx.config
         seed = request_seed(config.seed, self.problem.dataset_index, node.depth, node.ordinal)
         max_new_tokens = config.max_step_tokens
         if config.path_token_rule == "path":  # the request may use only what the path has left
             max_new_tokens = min(max_new_tokens, max(1, config.max_tokens - node.path_tokens))
-        return await self.ctx.policy.expand(
+        return StepRequest(
             node.prompt,
             n,
-            stop=list(self.template.stops_for(node.depth)),
+            stop=tuple(self.template.stops_for(node.depth)),
             max_new_tokens=max_new_tokens,
             temperature=config.temperature,
             top_p=config.top_p,
@@ -250,19 +246,22 @@ class ProblemSearch:
         depth: int,
         parents: list[tuple[TreeNode, int]],
         batches: list[StepBatch],
-        scores: list[ScoreBatch],
+        scored: ScoreBatch,
         decision: LevelDecision,
     ) -> LevelCommit:
         """The level's nodes in deterministic order: parents in `parents` order (see
-        `_expand`), then sample index."""
+        `_expand`), then sample index. `scored` holds the scores in that same order."""
         config = self.ctx.config
         nodes: list[NewNode] = []
-        for (parent, _), batch, scored in zip(parents, batches, scores, strict=True):
+        if len(scored.scores) != sum(len(batch.completions) for batch in batches):
+            raise ValueError("the level's scores do not match its steps")
+        scores = iter(scored.scores)
+        for (parent, _), batch in zip(parents, batches, strict=True):
             seed = request_seed(
                 config.seed, self.problem.dataset_index, parent.depth, parent.ordinal
             )
-            pairs = zip(batch.completions, scored.scores, strict=True)
-            for index, (completion, score) in enumerate(pairs):
+            for index, completion in enumerate(batch.completions):
+                score = next(scores)
                 path_tokens = parent.path_tokens + completion.completion_tokens
                 counted = path_tokens
                 if config.path_token_rule == "step":
@@ -300,7 +299,7 @@ class ProblemSearch:
             allocations=tuple(
                 (e.key, float(e.weight), int(e.children), e.subtree) for e in decision.expansions
             ),
-            counters=level_counters(batches, scores),
+            counters=level_counters(batches, [scored]),
         )
 
     async def _commit(self, tree: ProblemTree, levels: list[LevelCommit], started: float) -> None:

@@ -1,6 +1,7 @@
 """Runs the problems of one run concurrently, under a lease, with progress events.
 
-Concurrency: `config.concurrency` problems are searched at once; inside a problem all
+Concurrency: `config.concurrency` problems are searched at once (the service layer sizes an
+auto concurrency from the policy server's capacity before the run starts); inside a problem all
 expansions of a level are in flight together; the clients cap in-flight requests per endpoint.
 Cancellation (Ctrl-C) stops issuing requests; levels already committed stay, and a level in
 progress is simply never committed. The run is marked interrupted and can be resumed.
@@ -158,7 +159,7 @@ async def _search_all(
     state = {"consecutive_failures": 0}
     workers = [
         asyncio.create_task(_worker(ctx, queue, outcome, state))
-        for _ in range(min(ctx.config.concurrency, max(1, len(problems))))
+        for _ in range(min(ctx.config.problems_at_once(None), max(1, len(problems))))
     ]
     try:
         # The first worker error (a run-level problem such as a wrong template) stops them all.

@@ -327,6 +327,12 @@ async def run_search(
         # says how it sampled.
         checked = {"check": check.as_dict()} if check is not None and not prepared.resumed else None
         await asyncio.to_thread(record_capabilities, checked)
+        # An auto concurrency is settled for this session from the server's capacity; the
+        # stored config keeps "auto", so a resume sizes it again for the servers it meets.
+        capacity = policy.capacity
+        concurrency = prepared.config.problems_at_once(capacity)
+        config = prepared.config.model_copy(update={"concurrency": concurrency})
+        prepared = replace(prepared, config=config, policy_capacity=capacity)
         on_prepared(prepared, endpoints)
         ctx = SearchContext(
             store=SqliteSearchStore(db, prepared.run.id, lease_owner()),

@@ -90,6 +90,9 @@ class PreparedRun:
     dataset: Dataset
     resumed: bool
     note: str
+    # Requests the policy server runs at once, as it says (None: it does not say); known once
+    # the clients are connected, and what an auto concurrency is sized from.
+    policy_capacity: int | None = None
 
 
 def check_run_name(name: str | None) -> None:

@@ -259,11 +259,16 @@ class Simulator:
 
     async def score(self, body: dict[str, Any]) -> dict[str, Any]:
         params = parse_score(body)
+        # SGLang scores query + item as one prompt per item (text concatenated before
+        # tokenising) and sums the prompts' tokens.
+        prompts = [
+            item + params.query if params.item_first else params.query + item
+            for item in params.items
+        ]
         scores: list[Any] = []
         if params.extraction_token is not None:
             scores = self.setwise_scores(params)
-        for item in params.items if params.extraction_token is None else ():
-            text = item + params.query if params.item_first else params.query + item
+        for text in prompts if params.extraction_token is None else ():
             scores.append(
                 self.prm.label_probs(
                     text,
@@ -273,8 +278,8 @@ class Simulator:
                     params.apply_softmax,
                 )
             )
-        tokens = count_tokens(params.query) + sum(count_tokens(item) for item in params.items)
-        await self.perf.serve([params.query], tokens, slots=len(params.items))
+        tokens = sum(count_tokens(prompt) for prompt in prompts)
+        await self.perf.serve(prompts, tokens, slots=len(params.items))
         return {
             "scores": scores,
             "model": self.config.reward_model,
@@ -510,6 +515,10 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
 
     async def server_info(request: Request) -> Response:
         server = sim.config.server
+        # SGLang 0.5.23: the resolved arguments, and one internal state per data-parallel rank
+        # with the requests it runs at once. Without --max-running the simulator has no cap,
+        # and says none.
+        running = sim.config.latency.max_running or None
         return _json(
             {
                 "model_path": sim.models()[0],
@@ -518,6 +527,9 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
                 "host": sim.config.host,
                 "port": sim.config.port,
                 "random_seed": sim.config.seed,
+                "max_running_requests": running,
+                "dp_size": 1,
+                "internal_states": [{"effective_max_running_requests_per_dp": running}],
                 "version": SGLANG_VERSION,
                 "simulated": True,
             }

@@ -233,9 +233,10 @@ class ScoreParams:
 
 def parse_score(body: dict[str, Any]) -> ScoreParams:
     """POST /v1/score (SGLang ScoringRequest)."""
-    query = body.get("query")
+    # SGLang 0.5.23 `score_request`: an omitted query is "" for text items.
+    query = body.get("query", "")
     if query is None:
-        raise BadRequest("`query` is required")
+        query = ""
     if isinstance(query, list):
         raise BadRequest("token-id queries are not supported by the simulator; send text")
     if not isinstance(query, str):
