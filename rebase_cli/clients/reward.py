@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from rebase_cli.clients import prm_text
@@ -36,6 +36,13 @@ PROBABILITY_SLACK = 1e-6  # servers' softmax may land a hair outside [0, 1]
 
 # One sibling group: the steps before it (its parent's path) and its candidate steps.
 SiblingGroup = tuple[Sequence[str], Sequence[str]]
+
+
+def each_path(groups: Sequence[SiblingGroup]) -> Iterator[list[str]]:
+    """Every candidate's whole path (its group's steps, then the candidate), group by group."""
+    for previous_steps, candidates in groups:
+        for candidate in candidates:
+            yield [*previous_steps, candidate]
 
 
 class RewardClient(Protocol):
@@ -216,11 +223,7 @@ class ClassifyReward(HttpReward):
     path = "/classify"
 
     def texts(self, question: str, groups: Sequence[SiblingGroup]) -> list[str]:
-        return [
-            prm_text.classify_text(question, [*previous_steps, c], self.prm)
-            for previous_steps, candidates in groups
-            for c in candidates
-        ]
+        return [prm_text.classify_text(question, path, self.prm) for path in each_path(groups)]
 
     def request(self, texts: list[str]):  # type: ignore[override]
         expected = len(texts)
@@ -262,11 +265,7 @@ class PoolingReward(HttpReward):
     path = "/pooling"
 
     def texts(self, question: str, groups: Sequence[SiblingGroup]) -> list[str]:
-        return [
-            prm_text.qwen_prm_chat(question, [*previous_steps, c], self.prm)
-            for previous_steps, candidates in groups
-            for c in candidates
-        ]
+        return [prm_text.qwen_prm_chat(question, path, self.prm) for path in each_path(groups)]
 
     def request(self, texts: list[str]):  # type: ignore[override]
         body: dict[str, Any] = {"input": texts, "task": "token_classify"}
