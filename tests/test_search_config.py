@@ -347,6 +347,14 @@ def test_an_auto_concurrency_is_sized_from_the_policy_servers_capacity(
     assert config.problems_at_once(capacity) == expected
 
 
+def test_whole_solution_sampling_queues_less_behind_a_server() -> None:
+    """Its requests hold their slots for whole paths: 2 x the capacity, not 4 x, so a queued
+    request does not wait out --request-timeout."""
+    whole = build_config({"method": "sample", "sample_mode": "whole", "budget": 16})
+    steps = build_config({"method": "sample", "budget": 16})
+    assert (whole.problems_at_once(1024), steps.problems_at_once(1024)) == (128, 256)
+
+
 @pytest.mark.parametrize(
     ("info", "capacity"),
     [

@@ -250,13 +250,16 @@ class SearchConfig(BaseModel):
         """`concurrency`; when it is auto, enough problems to keep busy a policy server that
         runs `capacity` requests at once: AUTO_OVERSUBSCRIPTION x capacity / budget (a problem
         holds up to `budget` sequences at a level, fewer as its paths end and none while its
-        level is scored), at least DEFAULT_CONCURRENCY, which is also the answer when the
-        capacity is unknown."""
+        level is scored; 2 x for whole-solution sampling), at least DEFAULT_CONCURRENCY, which
+        is also the answer when the capacity is unknown."""
         if self.concurrency is not None:
             return self.concurrency
         if capacity is None:
             return DEFAULT_CONCURRENCY
-        wanted = -(-AUTO_OVERSUBSCRIPTION * capacity // self.budget)
+        # A whole-solution request holds its slots for a whole path: queued behind 4x the
+        # capacity it could outlast --request-timeout on a slow server, so it gets 2x.
+        factor = 2 if self.whole_solutions else AUTO_OVERSUBSCRIPTION
+        wanted = -(-factor * capacity // self.budget)
         return min(MAX_AUTO_CONCURRENCY, max(DEFAULT_CONCURRENCY, wanted))
 
     def strategy_params(self) -> StrategyParams:
