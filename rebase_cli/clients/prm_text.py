@@ -13,7 +13,7 @@ Pure string functions; the layouts follow the PRMs' own model cards:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from rebase_cli.prompts import PrmFormat
 
@@ -44,20 +44,6 @@ def score_item(candidate: str, prm: PrmFormat) -> str:
     if prm.score_item is None:
         return shepherd_item(candidate, prm)
     return prm.score_item.replace("{step}", candidate)
-
-
-def common_prefix(texts: Iterable[str]) -> str:
-    """The longest string every text starts with (character by character)."""
-    ordered = sorted(texts)
-    if not ordered:
-        return ""
-    first, last = ordered[0], ordered[-1]  # the sorted extremes differ where any pair does
-    size = 0
-    for a, b in zip(first, last, strict=False):
-        if a != b:
-            break
-        size += 1
-    return first[:size]
 
 
 def plain_path(question: str, steps: Sequence[str], prm: PrmFormat) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -191,7 +192,8 @@ class ScoreReward(HttpReward):
     def request(self, texts: list[tuple[str, str]]):  # type: ignore[override]
         # One group: its own query, the body a per-group request always had. Several: the
         # queries' common prefix; SGLang scores query + item, so each item is the same text.
-        shared = prm_text.common_prefix({query for query, _ in texts})
+        # Character by character, as the text is joined: a prefix of text, not of a path.
+        shared = os.path.commonprefix(list({query for query, _ in texts}))  # noqa: RUF071
         body: dict[str, Any] = {
             "query": shared,
             "items": [query[len(shared) :] + item for query, item in texts],

@@ -215,7 +215,8 @@ class ProblemSearch:
         parents = [(by_key[e.key], e.children) for e in expansions if e.children > 0]
         # The level costs one reward request, and on SGLang's native batch one policy request:
         # requests, not tokens, are what the orchestrator's CPU goes on.
-        batches = await ctx.policy.expand_level([self._step_request(p, n) for p, n in parents])
+        steps = [self._step_request(parent, n) for parent, n in parents]
+        batches = await ctx.policy.expand_level(steps)
         # The wrong-template check sees the level's batches in parent order, as one level.
         ctx.monitor.observe(batches, self.template)
         groups = [
@@ -223,7 +224,7 @@ class ProblemSearch:
             for (parent, _), batch in zip(parents, batches, strict=True)
         ]
         scored = await ctx.reward.score_level(self.problem.question, groups)
-        return self._build_level(frontier[0].depth + 1, parents, batches, scored, decision)
+        return self._build_level(frontier[0].depth + 1, parents, steps, batches, scored, decision)
 
     def _step_request(self, node: TreeNode, n: int) -> StepRequest:
         config = self.ctx.config
@@ -245,21 +246,20 @@ class ProblemSearch:
         self,
         depth: int,
         parents: list[tuple[TreeNode, int]],
+        steps: list[StepRequest],
         batches: list[StepBatch],
         scored: ScoreBatch,
         decision: LevelDecision,
     ) -> LevelCommit:
         """The level's nodes in deterministic order: parents in `parents` order (see
-        `_expand`), then sample index. `scored` holds the scores in that same order."""
+        `_expand`), then sample index; `steps` are the parents' requests (their seeds).
+        `scored` holds the scores in that same order."""
         config = self.ctx.config
         nodes: list[NewNode] = []
         if len(scored.scores) != sum(len(batch.completions) for batch in batches):
             raise ValueError("the level's scores do not match its steps")
         scores = iter(scored.scores)
-        for (parent, _), batch in zip(parents, batches, strict=True):
-            seed = request_seed(
-                config.seed, self.problem.dataset_index, parent.depth, parent.ordinal
-            )
+        for (parent, _), step, batch in zip(parents, steps, batches, strict=True):
             for index, completion in enumerate(batch.completions):
                 score = next(scores)
                 path_tokens = parent.path_tokens + completion.completion_tokens
@@ -290,7 +290,7 @@ class ProblemSearch:
                         terminal_reason=reason,
                         answer=answer,
                         # A seed the server was not sent (or ignores) is not recorded.
-                        seed=seed if batch.seeded else None,
+                        seed=step.seed if batch.seeded else None,
                     )
                 )
         return LevelCommit(
