@@ -8,9 +8,11 @@ paper's code runs).
         [--server-scale 1,8] [--flavour sglang-deterministic] [--json]
 
 Two simulator processes stand in for two GPUs, one serving the policy and one the PRM. Each
-models a continuous-batching server: a request holds one slot per sequence for
-`base + uncached prompt tokens x prompt-token-ms + longest output x output-token-ms` (prefix
-caching on, as in SGLang), and at most `max-running` sequences run at once; the rest queue.
+models a continuous-batching server: each sequence of a request (a choice, an input of a
+batch, a scored item) holds one slot for `base + its uncached prompt tokens x prompt-token-ms
++ its output tokens x output-token-ms` and frees it when done, as SGLang and vLLM schedule
+them (prefix caching on, as in SGLang); at most `max-running` sequences run at once, the rest
+queue.
 Each server counts the slot-seconds it was sent, so `slot_seconds / max_running` is the least
 wall time any client could need for that work (the server-bound ideal); with two servers the
 ideal is the larger of the two, since they can work in parallel.
@@ -30,15 +32,18 @@ the node counts must agree), so only the schedule differs.
 `--server-scale 1,8` repeats the first (default) concurrency against servers k times as large,
 an 8-GPU node for k = 8: k x `max-running` sequences at the same service time per request, so
 k times the throughput (data-parallel replicas behind one router; the simulator's cost model
-has no other notion of a larger server), with k x `--problems` problems so that the ideal
-stays about the same: each problem is a chain of dependent requests (levels x per-request
-latency, which a larger server does not shorten), so with the same work on a larger server
-the longest chain, not throughput, would set the wall time. There our own CPU time matters
+has no other notion of a larger server), with k x `--problems` problems (at most the 1,319 of
+GSM8K's test set) so that the ideal stays about the same: each problem is a chain of
+dependent requests (levels x per-request latency, which a larger server does not shorten), so
+with the same work on a larger server the longest chain, not throughput, would set the wall
+time. There our own CPU time matters
 more: the search must issue requests k times as fast to keep the server busy.
 
 Figures: for each server size and concurrency, wall time of the search (from its summary),
 the ideal, their ratio (1.0 = the busier server never idled), each server's utilisation (its
-ideal / wall) and mean queueing, and the ratio of the two wall times; then the issue's goal
+ideal / wall) and mean queueing, the policy server's mean running sequences over each tenth
+of its busy span (sampled every 0.1 s: where it idled, at the start, in the middle or in the
+run's tail), and the ratio of the two wall times; then the issue's goal
 (wall <= 1.05 x ideal at the default concurrency) with PASS or MISS for each server size.
 `--json` prints the figures as one JSON object on stdout (the text goes to stderr).
 """
@@ -50,8 +55,11 @@ import contextlib
 import json
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
+import httpx
 from _common import (
     add_gpu_model_options,
     gpu_model_flags,
@@ -68,6 +76,46 @@ GOAL_WALL_OVER_IDEAL = 1.05  # the orchestrator-efficiency issue's goal at the d
 AUTO = "auto"  # the default concurrency: no --concurrency flag
 
 
+class LoadSampler:
+    """Samples a simulator's running sequences every `period` seconds in a thread, so the run
+    can be told apart where the server idled (its start, its middle, its tail)."""
+
+    def __init__(self, url: str, period: float = 0.1) -> None:
+        self.url, self.period = url, period
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.wait(self.period):
+                running = client.get(f"{self.url}/sim/stats").json()["running_sequences"]
+                self.samples.append((time.monotonic(), running))
+
+    def by_tenth(self, capacity: int) -> list[float]:
+        """Mean running/capacity in each tenth of the span from the first to the last sample
+        with work running."""
+        busy = [t for t, running in self.samples if running]
+        if not busy:
+            return []
+        start, span = busy[0], (busy[-1] - busy[0]) or 1.0
+        sums, counts = [0.0] * 10, [0] * 10
+        for t, running in self.samples:
+            if start <= t <= busy[-1]:
+                tenth = min(int((t - start) / span * 10), 9)
+                sums[tenth] += running / capacity
+                counts[tenth] += 1
+        return [total / max(count, 1) for total, count in zip(sums, counts, strict=True)]
+
+
 def run_level(
     tmp: Path, policy_url: str, reward_url: str, concurrency: str, problems: int, args, tag: str
 ):
@@ -76,17 +124,18 @@ def run_level(
     sim_reset(policy_url)
     sim_reset(reward_url)
     flag = [] if concurrency == AUTO else ["--concurrency", concurrency]
-    cli = run_cli(
-        tmp / f"{tag}-c{concurrency}.db",
-        search_args(policy_url, reward_url, problems=problems, budget=args.budget, extra=flag),
-    )
+    with LoadSampler(policy_url) as load:
+        cli = run_cli(
+            tmp / f"{tag}-c{concurrency}.db",
+            search_args(policy_url, reward_url, problems=problems, budget=args.budget, extra=flag),
+        )
     summary = cli.summary()
     stats = {"policy": sim_stats(policy_url), "reward": sim_stats(reward_url)}
     wall = summary["wall_seconds"]
     ideal = max(s["ideal_seconds"] for s in stats.values())
     at_once = summary["concurrency"]
     print(
-        f"\n{tag}, {problems} problems, --concurrency {concurrency}"
+        f"\n{tag}, {summary['problems']} problems, --concurrency {concurrency}"
         f"{f' ({at_once} at once)' if concurrency == AUTO else ''}: {summary['nodes']:,} nodes"
     )
     print(
@@ -102,10 +151,12 @@ def run_level(
             f"{s['max_running']} sequences  queued {s['queue_seconds'] / requests:6.3f}"
             f" s/request  {requests:,} requests  prefix-cached {cached:.0%}"
         )
+    tenths = load.by_tenth(stats["policy"]["max_running"])
+    print("  policy running, by tenth of its busy span: " + " ".join(f"{x:.0%}" for x in tenths))
     return {
         "concurrency": concurrency,
         "problems_at_once": at_once,
-        "problems": problems,
+        "problems": summary["problems"],  # --limit beyond the dataset runs all of it
         "nodes": summary["nodes"],
         "wall_seconds": wall,
         "ideal_seconds": ideal,

@@ -109,6 +109,46 @@ def test_capacity_queues_requests_and_stats_give_the_ideal_time(problems):
     assert wall >= stats["ideal_seconds"]  # nobody can beat the server-bound floor
 
 
+def test_each_sequence_of_a_batch_frees_its_slot_when_it_is_done(problems):
+    """SGLang schedules every input of a /generate batch as its own request (and vLLM every
+    choice of n): a short sequence frees its slot at once, whatever its siblings still do."""
+    latency = LatencyConfig(output_token_ms=20, max_running=2, prefix_cache=False)
+    config = SimConfig(port=0, flavour="sglang-deterministic", latency=latency)
+    question = problems[0].question
+
+    def item(max_new_tokens: int) -> dict:
+        return {"text": question, "sampling_params": {"max_new_tokens": max_new_tokens}}
+
+    with start_in_thread(config, problems=problems) as server:
+
+        async def batch_then_single() -> tuple[list[str], list[int]]:
+            done: list[str] = []
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+
+                async def post(name: str, items: list[dict]) -> list[dict]:
+                    body = {
+                        "text": [i["text"] for i in items],
+                        "sampling_params": [i["sampling_params"] for i in items],
+                    }
+                    reply = (await client.post("/generate", json=body)).json()
+                    done.append(name)
+                    return reply
+
+                batch = asyncio.create_task(post("batch", [item(1), item(30)]))
+                await asyncio.sleep(0.005)  # the batch holds both slots first
+                single = await post("single", [item(1)])
+                outputs = await batch + single
+            return done, [o["meta_info"]["completion_tokens"] for o in outputs]
+
+        done, tokens = asyncio.run(batch_then_single())
+        stats = httpx.get(server.url + "/sim/stats").json()
+    assert tokens[0] == tokens[2] == 1 and tokens[1] > 10
+    # The single input took the short sequence's slot and finished long before the batch.
+    assert done == ["single", "batch"]
+    # The ideal counts each sequence's own time, not the longest one's for every slot.
+    assert stats["ideal_seconds"] == pytest.approx(sum(tokens) * 0.020 / 2)
+
+
 def test_prefix_cache_makes_a_repeated_prompt_cheaper(problems):
     latency = LatencyConfig(prompt_token_ms=0.01)
     prompt = problems[0].question * 3

@@ -35,7 +35,7 @@ from rebase_cli.sim.bank import Bank
 from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.faults import Fault, FaultInjector
 from rebase_cli.sim.flavours import SGLANG_VERSION, VLLM_VERSION, choice_seeds
-from rebase_cli.sim.perf import PerfModel
+from rebase_cli.sim.perf import PerfModel, SequenceWork
 from rebase_cli.sim.policy import Choice, PolicyModel, prompt_digest
 from rebase_cli.sim.prm import PrmModel
 from rebase_cli.sim.protocol import (
@@ -174,9 +174,11 @@ class Simulator:
         server = self.config.server
         n = params.n if server.honours_n else 1
         choices: list[dict[str, Any]] = []
-        prompt_tokens = completion_tokens = longest = 0
+        sequences: list[SequenceWork] = []
+        prompt_tokens = completion_tokens = 0
         for prompt in params.prompts:
-            prompt_tokens += self._check_length(prompt)
+            tokens = self._check_length(prompt)
+            prompt_tokens += tokens
             seeds = choice_seeds(server, params.seed, n, self._draw_seed)
             sampled = self._sample(
                 prompt,
@@ -188,15 +190,9 @@ class Simulator:
             )
             for choice in sampled:
                 completion_tokens += choice.completion_tokens
-                longest = max(longest, choice.completion_tokens)
+                sequences.append(SequenceWork(prompt, tokens, choice.completion_tokens))
                 choices.append(self._openai_choice(len(choices), choice, params.return_token_ids))
-        await self.perf.serve(
-            params.prompts,
-            prompt_tokens,
-            completion_tokens=completion_tokens,
-            longest_output=longest,
-            slots=len(choices),
-        )
+        await self.perf.serve(sequences)
         return {
             "id": self.next_id("cmpl"),
             "object": "text_completion",
@@ -216,10 +212,9 @@ class Simulator:
         items, single = parse_generate(body)
         server = self.config.server
         outputs: list[dict[str, Any]] = []
-        prompt_tokens = completion_tokens = longest = 0
+        sequences: list[SequenceWork] = []
         for item in items:
             tokens = self._check_length(item.text)
-            prompt_tokens += tokens
             [seed] = choice_seeds(server, item.sampling_seed, 1, self._draw_seed)
             [choice] = self._sample(
                 item.text,
@@ -229,8 +224,7 @@ class Simulator:
                 temperature=item.temperature,
                 top_p=item.top_p,
             )
-            completion_tokens += choice.completion_tokens
-            longest = max(longest, choice.completion_tokens)
+            sequences.append(SequenceWork(item.text, tokens, choice.completion_tokens))
             if choice.finish_reason == "length":
                 finish: dict[str, Any] = {"type": "length", "length": choice.completion_tokens}
             else:
@@ -248,13 +242,7 @@ class Simulator:
                     },
                 }
             )
-        await self.perf.serve(
-            [item.text for item in items],
-            prompt_tokens,
-            completion_tokens=completion_tokens,
-            longest_output=longest,
-            slots=len(items),
-        )
+        await self.perf.serve(sequences)
         return outputs[0] if single else outputs
 
     async def score(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -278,8 +266,9 @@ class Simulator:
                     params.apply_softmax,
                 )
             )
-        tokens = sum(count_tokens(prompt) for prompt in prompts)
-        await self.perf.serve(prompts, tokens, slots=len(params.items))
+        sequences = [SequenceWork(prompt, count_tokens(prompt)) for prompt in prompts]
+        tokens = sum(sequence.prompt_tokens for sequence in sequences)
+        await self.perf.serve(sequences)
         return {
             "scores": scores,
             "model": self.config.reward_model,
@@ -333,10 +322,10 @@ class Simulator:
 
     async def classify(self, body: dict[str, Any]) -> Any:
         texts, single = parse_classify(body)
-        outputs, total = [], 0
+        outputs, sequences = [], []
         for text in texts:
             tokens = count_tokens(text)
-            total += tokens
+            sequences.append(SequenceWork(text, tokens))
             outputs.append(
                 {
                     "embedding": [self.prm.last_logit(text)],
@@ -347,16 +336,17 @@ class Simulator:
                     },
                 }
             )
-        await self.perf.serve(texts, total, slots=len(texts))
+        await self.perf.serve(sequences)
         return outputs[0] if single else outputs  # SGLang answers one text with one object
 
     async def pool(self, body: dict[str, Any]) -> dict[str, Any]:
         texts = parse_pooling(body)
-        data, total = [], 0
+        data, sequences = [], []
         for index, text in enumerate(texts):
-            total += count_tokens(text)
+            sequences.append(SequenceWork(text, count_tokens(text)))
             data.append({"index": index, "object": "pooling", "data": self.prm.pooling_rows(text)})
-        await self.perf.serve(texts, total, slots=len(texts))
+        await self.perf.serve(sequences)
+        total = sum(sequence.prompt_tokens for sequence in sequences)
         return {
             "id": self.next_id("pool"),
             "object": "list",

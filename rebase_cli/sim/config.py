@@ -22,9 +22,10 @@ MODEL_PREFIX = "sim-"  # every model id the simulator reports starts with this m
 class LatencyConfig:
     """A GPU server's cost model. All zero (the default) means: answer at once.
 
-    A request holds `slots` sequences (n for a completion, 1 for a scoring call) for
-    `base_ms + uncached_prompt_tokens * prompt_token_ms + longest_output * output_token_ms`;
-    at most `max_running` sequences run at once and the rest wait in FIFO order."""
+    Each sequence of a request (a choice of a completion, an input of a batch, an item of a
+    scoring call) holds a slot for `base_ms + its uncached prompt tokens * prompt_token_ms +
+    its output tokens * output_token_ms`; at most `max_running` sequences run at once and the
+    rest wait in FIFO order (see `sim.perf`)."""
 
     base_ms: float = 0.0
     prompt_token_ms: float = 0.0

@@ -1,12 +1,17 @@
 """A GPU server's cost model: service time, a capacity in running sequences, a prefix cache,
 and the counters a benchmark needs to compute the ideal server-bound time.
 
-Service time of a request = base + uncached prompt tokens * prompt_token_ms + longest output
-* output_token_ms (the n sequences of a request decode in parallel). A request holds `slots`
-sequences while it is served; beyond `max_running` sequences requests wait in FIFO order, as
-in a continuous-batching server whose batch is full. The prefix cache remembers prompt prefixes
-in blocks of PREFIX_BLOCK_CHARS characters (LRU), like RadixAttention: a prompt that extends a
-cached one pays only for its new blocks.
+A request is a list of sequences (the n choices of each prompt of a completion, the inputs of a
+native /generate batch, the items of a scoring call), and each sequence is scheduled on its
+own, as SGLang and vLLM do: SGLang's tokenizer manager splits a batch (and n > 1) into
+separate requests for its scheduler, and vLLM fans n out into child requests. A sequence holds
+one of `max_running` slots for `base + its uncached prompt tokens * prompt_token_ms + its own
+output tokens * output_token_ms` and frees it when it is done, whatever its siblings still do;
+beyond `max_running` sequences wait in FIFO order (a continuous-batching server whose batch is
+full). The request is answered when its last sequence is done. The prefix cache remembers
+prompt prefixes in blocks of PREFIX_BLOCK_CHARS characters (LRU), like RadixAttention: a
+prompt that extends a cached one pays only for its new blocks, and the second of n choices of
+one prompt finds the whole prompt cached.
 
 Counters are kept whether or not latency is modelled: `slot_seconds / max_running` is the
 least wall time any client could need for the work it sent (the server-bound ideal).
@@ -59,52 +64,67 @@ class PrefixCache:
 
 
 class SlotPool:
-    """A counting semaphore whose acquire takes k slots at once, served in FIFO order."""
+    """A counting semaphore served in FIFO order: a slot freed goes to the longest waiter."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.free = capacity
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, k: int) -> None:
-        k = min(k, self.capacity)
-        if not self._waiters and self.free >= k:
-            self.free -= k
+    async def acquire(self) -> None:
+        if not self._waiters and self.free > 0:
+            self.free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((k, future))
+        self._waiters.append(future)
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.release(k)  # granted just as the waiter was cancelled
+                self.release()  # granted just as the waiter was cancelled
             else:
-                self._waiters.remove((k, future))
+                self._waiters.remove(future)
             raise
 
-    def release(self, k: int) -> None:
-        self.free += min(k, self.capacity)
-        while self._waiters and self._waiters[0][0] <= self.free:
-            k_next, future = self._waiters.popleft()
+    @property
+    def waiting(self) -> int:
+        """Acquirers waiting for a slot (cancelled ones may still be counted)."""
+        return len(self._waiters)
+
+    def release(self) -> None:
+        self.free += 1
+        while self._waiters and self.free > 0:
+            future = self._waiters.popleft()
             if future.cancelled():
                 continue
-            self.free -= k_next
+            self.free -= 1
             future.set_result(None)
+
+
+@dataclass(frozen=True)
+class SequenceWork:
+    """One sequence a request asks for: its prompt (text and tokens) and the tokens it
+    generates (0 for prefill-only work such as scoring)."""
+
+    prompt: str
+    prompt_tokens: int
+    output_tokens: int = 0
 
 
 @dataclass
 class Counters:
-    """What the server did since start (or the last reset)."""
+    """What the server did since start (or the last reset). Token counts are per sequence:
+    the n choices of one prompt count its tokens n times, all but the first as cached."""
 
     requests: dict[str, int]
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     sequences: int = 0
-    busy_seconds: float = 0.0  # sum of modelled service times
-    slot_seconds: float = 0.0  # sum of service time x sequences held
-    queue_seconds: float = 0.0  # time spent waiting for capacity
-    max_in_flight: int = 0
+    busy_seconds: float = 0.0  # sum over requests of their longest sequence's service time
+    slot_seconds: float = 0.0  # sum over sequences of their service times
+    queue_seconds: float = 0.0  # sum over requests of the wait until their last sequence ran
+    max_in_flight: int = 0  # the most sequences running at once
 
 
 class PerfModel:
@@ -127,48 +147,53 @@ class PerfModel:
         requests = self.counters.requests
         requests[route] = requests.get(route, 0) + 1
 
-    async def serve(
-        self,
-        prompts: list[str],
-        prompt_tokens: int,
-        *,
-        completion_tokens: int = 0,
-        longest_output: int = 0,
-        slots: int = 1,
-    ) -> None:
-        """Account for one request and, with latency modelling on, wait for capacity and
-        for its service time. `longest_output` is the longest output among its sequences."""
+    def _service_seconds(self, sequence: SequenceWork) -> float:
+        """Account for one sequence; its service time (prefix-cache lookups in arrival order)."""
         counters, config = self.counters, self.config
-        counters.prompt_tokens += prompt_tokens
-        counters.completion_tokens += completion_tokens
-        counters.sequences += slots
+        counters.prompt_tokens += sequence.prompt_tokens
+        counters.completion_tokens += sequence.output_tokens
+        counters.sequences += 1
         cached = 0
-        if config.enabled and config.prefix_cache and prompt_tokens:
-            total_chars = sum(len(p) for p in prompts) or 1
-            cached_chars = sum(self.cache.lookup_and_insert(p) * len(p) for p in prompts)
-            cached = int(prompt_tokens * cached_chars / total_chars)
+        if config.enabled and config.prefix_cache and sequence.prompt_tokens:
+            fraction = self.cache.lookup_and_insert(sequence.prompt)
+            cached = int(sequence.prompt_tokens * fraction)
         counters.cached_prompt_tokens += cached
         service = (
             config.base_ms
-            + (prompt_tokens - cached) * config.prompt_token_ms
-            + longest_output * config.output_token_ms
+            + (sequence.prompt_tokens - cached) * config.prompt_token_ms
+            + sequence.output_tokens * config.output_token_ms
         ) / 1000.0
-        counters.busy_seconds += service
-        counters.slot_seconds += service * slots
-        if not config.enabled:
+        counters.slot_seconds += service
+        return service
+
+    async def serve(self, sequences: list[SequenceWork]) -> None:
+        """Account for one request of `sequences` and, with latency modelling on, run each
+        sequence in its own slot (see the module docstring); returns when all are done."""
+        services = [self._service_seconds(sequence) for sequence in sequences]
+        self.counters.busy_seconds += max(services, default=0.0)
+        if not self.config.enabled or not services:
             return
-        queued = time.monotonic()
+        arrived = time.monotonic()
+        if len(services) == 1:
+            started = [await self._run(services[0])]
+        else:
+            started = await asyncio.gather(*(self._run(service) for service in services))
+        self.counters.queue_seconds += max(started) - arrived
+
+    async def _run(self, service: float) -> float:
+        """One sequence: wait for a slot, hold it for `service` seconds; when it started."""
         if self.pool is not None:
-            await self.pool.acquire(slots)
-        counters.queue_seconds += time.monotonic() - queued
-        self.in_flight += slots
-        counters.max_in_flight = max(counters.max_in_flight, self.in_flight)
+            await self.pool.acquire()
+        started = time.monotonic()
+        self.in_flight += 1
+        self.counters.max_in_flight = max(self.counters.max_in_flight, self.in_flight)
         try:
             await asyncio.sleep(service)
         finally:
-            self.in_flight -= slots
+            self.in_flight -= 1
             if self.pool is not None:
-                self.pool.release(slots)
+                self.pool.release()
+        return started
 
     def snapshot(self) -> dict[str, object]:
         counters, config = self.counters, self.config
@@ -183,6 +208,8 @@ class PerfModel:
             "slot_seconds": counters.slot_seconds,
             "queue_seconds": counters.queue_seconds,
             "max_in_flight": counters.max_in_flight,
+            "running_sequences": self.in_flight,
+            "waiting_sequences": self.pool.waiting if self.pool is not None else 0,
             "max_running": config.max_running,
             # With unlimited capacity there is no server-bound floor beyond one request.
             "ideal_seconds": (
