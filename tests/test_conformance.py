@@ -84,7 +84,7 @@ def test_fixtures_record_their_source():
 # --- what our clients send ---------------------------------------------------------------------
 
 
-def policy_bodies(server_kind: str) -> list[Any]:
+def policy_bodies(server_kind: str, max_n: int | None = None) -> list[Any]:
     fake = ScriptedServer().start()
     fake.route("/v1/models", models_handler("m"))
     fake.route("/v1/completions", completions_handler())
@@ -106,7 +106,7 @@ def policy_bodies(server_kind: str) -> list[Any]:
     )
 
     async def go():
-        client = PolicyClient(fake.url, retry=FAST, server=server_kind)
+        client = PolicyClient(fake.url, retry=FAST, server=server_kind, max_n=max_n)
         await client.expand("Q\n", 3, stop=["\n"], max_new_tokens=64, temperature=1.0, seed=9)
         await client.aclose()
 
@@ -117,20 +117,25 @@ def policy_bodies(server_kind: str) -> list[Any]:
         fake.stop()
 
 
-@pytest.mark.parametrize("server_kind", ["vllm", "sglang", "openai"])
-def test_completion_requests_are_valid_for_both_servers(server_kind):
-    [body] = policy_bodies(server_kind)
+@pytest.mark.parametrize(
+    ("server_kind", "max_n"),
+    [("vllm", None), ("sglang", 1), ("openai", None)],  # SGLang: n=1 requests when asked
+)
+def test_completion_requests_are_valid_for_both_servers(server_kind, max_n):
+    body = policy_bodies(server_kind, max_n)[0]
     assert violations(body, SGLANG, "CompletionRequest") == []
     assert violations(body, VLLM, "CompletionRequest") == []
     assert body.get("return_token_ids") is (True if server_kind != "openai" else None)
 
 
-def test_native_generate_batch_is_valid_for_sglang():
-    [body] = policy_bodies("sglang-deterministic")
+@pytest.mark.parametrize("server_kind", ["sglang-deterministic", "sglang"])
+def test_native_generate_batch_is_valid_for_sglang(server_kind):
+    [body] = policy_bodies(server_kind)
     assert violations(body, SGLANG, "GenerateReqInput") == []
     for params in body["sampling_params"]:
         assert violations(params, SGLANG, "SamplingParams") == []
-    assert [p["sampling_seed"] for p in body["sampling_params"]] == [9, 10, 11]
+    seeds = [p.get("sampling_seed") for p in body["sampling_params"]]
+    assert seeds == ([9, 10, 11] if server_kind == "sglang-deterministic" else [None] * 3)
 
 
 def reward_body(protocol: str, path: str, reply: Any) -> dict:

@@ -236,10 +236,12 @@ def test_a_stop_string_found_in_the_text_is_never_eos():
     assert not completion.eos
 
 
-def test_deterministic_sglang_gets_a_whole_level_in_one_generate_batch(servers, problems):
-    """Three parents (different prompts, n, token caps and seeds) in one /generate request:
-    each parent's children are the ones its own request gets, seeded seed + i."""
-    server = servers["sglang-deterministic"]
+@pytest.mark.parametrize("flavour", ["sglang-deterministic", "sglang"])
+def test_sglang_gets_a_whole_level_in_one_generate_batch(servers, problems, flavour):
+    """Three parents (different prompts, n, token caps and seeds) in one /generate request.
+    Deterministic SGLang: each parent's children are the ones its own request gets, seeded
+    seed + i. Default SGLang (seeds ignored): as many fresh children per parent."""
+    server = servers[flavour]
     steps = [
         StepRequest(TEMPLATE.render(problems[k].question), n, TEMPLATE.stop, cap, 1.0, seed=seed)
         for k, n, cap, seed in ((5, 3, 256, 11), (6, 1, 64, 12), (7, 2, 256, 13))
@@ -259,7 +261,60 @@ def test_deterministic_sglang_gets_a_whole_level_in_one_generate_batch(servers, 
     level, requests, alone = asyncio.run(go())
     assert requests == {"/generate": 1}
     assert [b.requests for b in level] == [1, 0, 0]
+    assert [len(b.completions) for b in level] == [3, 1, 2]
+    deterministic = flavour == "sglang-deterministic"
     for batch, [own] in zip(level, alone, strict=True):
-        assert batch.completions == own.completions and batch.seeded
+        assert batch.seeded is deterministic
         assert batch.prompt_tokens == own.prompt_tokens > 0
-    assert server.sim.duplicate_samples == 6  # only the second asking of each child
+        if deterministic:
+            assert batch.completions == own.completions
+    # Deterministic: only the second asking of each child repeats a sample; default: none.
+    assert server.sim.duplicate_samples == (6 if deterministic else 0)
+
+
+def test_default_sglang_batch_sends_no_seed():
+    """SGLang without --enable-deterministic-inference ignores seeds, so none is sent: one
+    entry per child, each parent's sampling parameters, no `sampling_seed`."""
+    fake = ScriptedServer().start()
+    bodies = []
+
+    def generate(request):
+        bodies.append(request.body)
+        return Reply.json(
+            [
+                {
+                    "text": f"step {i}",
+                    "output_ids": [1, 2],
+                    "meta_info": {"finish_reason": {"type": "stop", "matched": "\n"},
+                                  "prompt_tokens": 4},
+                }
+                for i in range(len(request.body["text"]))
+            ]
+        )  # fmt: skip
+
+    fake.route("/v1/models", models_handler("served-model"))
+    fake.route("/server_info", lambda request: Reply.json({"version": "0.5.23"}))
+    fake.route("/generate", generate)
+    steps = [
+        StepRequest("p", 2, ("\n",), 64, 0.7, seed=5),
+        StepRequest("q", 1, (), 32, 0.7, seed=9),
+    ]
+
+    async def go():
+        client = PolicyClient(fake.url, retry=FAST)
+        try:
+            return await client.expand_level(steps), client.capabilities
+        finally:
+            await client.aclose()
+
+    try:
+        level, caps = asyncio.run(go())
+    finally:
+        fake.stop()
+    [body] = bodies
+    assert body["text"] == ["p", "p", "q"]
+    assert all("sampling_seed" not in p and "n" not in p for p in body["sampling_params"])
+    assert [p["max_new_tokens"] for p in body["sampling_params"]] == [64, 64, 32]
+    assert [len(b.completions) for b in level] == [2, 1] and not any(b.seeded for b in level)
+    assert caps["server"] == "sglang" and caps["reproducible"] is False
+    assert caps["sampling_plan"].startswith("native /generate batch, one entry per child")

@@ -4,18 +4,24 @@ The goal on every server: n *distinct* samples (the search tree must not collaps
 same samples again on a resumed run wherever the server makes that possible. Sample i is
 always meant to be drawn with seed + i:
 
-| server               | requests per parent      | seed sent        | reproducible |
-|----------------------|--------------------------|------------------|--------------|
-| vllm                 | 1 (`n`)                  | seed (vLLM: + i) | yes          |
-| sglang-deterministic | 1 (`/generate` batch)    | seed + i each    | yes          |
-|                      | or n (n=1, if asked, or  | seed + i each    | yes          |
-|                      | behind the SGLang router)|                  |              |
-| sglang               | 1 (`n`)                  | none (ignored)   | no           |
-| openai               | 1, else n (n=1)          | seed + i         | unknown: no  |
+| server               | requests                    | seed sent        | reproducible |
+|----------------------|-----------------------------|------------------|--------------|
+| vllm                 | 1 per parent (`n`)          | seed (vLLM: + i) | yes          |
+| sglang-deterministic | 1 per level (`/generate`)   | seed + i each    | yes          |
+|                      | or n per parent (n=1, if    | seed + i each    | yes          |
+|                      | asked, or behind the router)|                  |              |
+| sglang               | 1 per level (`/generate`)   | none (ignored)   | no           |
+|                      | or 1 per parent (`n`, if    |                  |              |
+|                      | asked, or behind the router)|                  |              |
+| openai               | 1, else n per parent (n=1)  | seed + i         | unknown: no  |
 
 SGLang with `--enable-deterministic-inference` gives the n choices of one request the same
 seed (identical children), so each child needs its own request or its own batch entry. SGLang
-without it ignores the seed: sending one would only pretend.
+without it ignores the seed: sending one would only pretend. On both, a level's children go
+in one native /generate batch, one entry per child: SGLang takes a batch whose entries have
+different sampling parameters but not different `n` (`GenerateReqInput` refuses it), and its
+scheduler runs each entry as a request of its own. vLLM applies one seed to every prompt of a
+request, so a batch of parents there would correlate their children: one request per parent.
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ class SamplingPlan:
     @property
     def label(self) -> str:
         if self.route == GENERATE:
-            return "native /generate batch, one sampling_seed per child"
+            if self.send_seed:
+                return "native /generate batch, one sampling_seed per child"
+            return "native /generate batch, one entry per child, no seed (the server ignores it)"
         per = "n per request" if self.samples_per_request != 1 else "one request per child"
         seed = "seed + i per child" if self.send_seed else "no seed (the server ignores it)"
         return f"/v1/completions, {per}, {seed}"
@@ -61,9 +69,9 @@ def plan_for(
     server: str, samples_per_request: int | None = None, *, native_batch: bool = True
 ) -> SamplingPlan:
     """The plan for a server kind (see the table above). `samples_per_request` (the config's
-    cap on n per request) is honoured where the plan sends n; 1 on deterministic SGLang picks
-    n=1 requests over the native batch, and so does `native_batch=False` (the SGLang router
-    answers a /generate batch, a list of texts, with HTTP 422)."""
+    cap on n per request) is honoured where the plan sends n; 1 on SGLang picks n=1 requests
+    over the native batch, and so does `native_batch=False` (the SGLang router answers a
+    /generate batch, a list of texts, with HTTP 422)."""
     if server == "vllm":
         return SamplingPlan(
             server,
@@ -83,18 +91,13 @@ def plan_for(
             return SamplingPlan(server, COMPLETIONS, True, 1, True, True, why)
         return SamplingPlan(server, GENERATE, True, None, True, True, why)
     if server == "sglang":
-        return SamplingPlan(
-            server,
-            COMPLETIONS,
-            send_seed=False,
-            samples_per_request=samples_per_request,
-            token_ids=True,
-            reproducible=False,
-            why=(
-                "SGLang ignores seeds unless started with --enable-deterministic-inference "
-                "(the --deterministic option of rebase serve policy): a resumed run samples anew"
-            ),
+        why = (
+            "SGLang ignores seeds unless started with --enable-deterministic-inference "
+            "(the --deterministic option of rebase serve policy): a resumed run samples anew"
         )
+        if samples_per_request == 1 or not native_batch:
+            return SamplingPlan(server, COMPLETIONS, False, samples_per_request, True, False, why)
+        return SamplingPlan(server, GENERATE, False, None, True, False, why)
     return SamplingPlan(
         server,
         COMPLETIONS,
