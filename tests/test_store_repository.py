@@ -210,6 +210,23 @@ def test_a_driver_read_sees_one_snapshot_while_another_connection_commits(db: Da
     assert count_grades(db) == before + 1  # committed, and seen by the next read
 
 
+def test_a_driver_write_that_raises_leaves_nothing_and_frees_its_connection(db: Database) -> None:
+    from rebase_cli.store.grades import count_grades
+
+    insert = (
+        "INSERT INTO grade (grader_version, dataset, answer, reference, correct) "
+        "VALUES (?, ?, ?, ?, ?)"
+    )
+    for _ in range(3):  # more times than the pool holds idle connections
+        with pytest.raises(RuntimeError), db.driver_write() as cursor:
+            cursor.execute(insert, ("v1", "gsm8k", "1", "2", False))
+            raise RuntimeError("the level failed half-way")
+    assert count_grades(db) == 0
+    with db.driver_write() as cursor:  # no transaction was left open on a pooled connection
+        cursor.execute(insert, ("v1", "gsm8k", "1", "2", False))
+    assert count_grades(db) == 1
+
+
 def test_each_counter_of_several_levels_adds_to_its_own_column(db: Database) -> None:
     run = _run(db)
     pid = _problem_id(db, run)
