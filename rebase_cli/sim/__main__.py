@@ -34,10 +34,11 @@ PRM model: score = sigmoid(signal * (+1 right / -1 wrong / 0 unknown) + N(0, noi
   --prm-noise S               default 1.0.
   --good-token-id, --bad-token-id   /v1/score label ids (default: the template's).
 
-Latency model (off by default)
-  --base-ms MS                fixed time per request.
-  --prompt-token-ms MS        per uncached prompt token (prefill).
-  --output-token-ms MS        per output token of the longest sequence (decode).
+Latency model (off by default). Each sequence of a request (a choice, a batch input, a scored
+item) holds its own slot for base + its prefill + its decode, as SGLang and vLLM schedule them.
+  --base-ms MS                fixed time per sequence.
+  --prompt-token-ms MS        per uncached prompt token of the sequence (prefill).
+  --output-token-ms MS        per output token of the sequence (decode).
   --max-running N             sequences served at once; more wait in FIFO order (0 = no cap).
   --no-prefix-cache           charge every prompt token (default: repeated prefixes are free).
 
@@ -47,8 +48,8 @@ Fault injection (fractions of model requests; seeded)
   --fault-malformed F         status 200 with a truncated JSON body.
   --fault-seed S              fault RNG seed (default: --seed).
 
-GET /sim/stats reports requests, tokens, busy and queue time and the faults injected;
-POST /sim/reset zeroes them.
+GET /sim/stats reports requests, tokens, busy and queue time, the sequences running and
+waiting now, and the faults injected; POST /sim/reset zeroes them.
 """
 
 from __future__ import annotations
