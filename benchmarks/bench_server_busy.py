@@ -140,7 +140,7 @@ def run_level(
     )
     print(
         f"  search wall {wall:8.1f} s   ideal {ideal:8.1f} s   wall / ideal "
-        f"{wall / ideal:5.2f}   (our CPU {cli.cpu:.1f} s, process wall {cli.wall:.1f} s)"
+        f"{wall / ideal:6.3f}   (our CPU {cli.cpu:.1f} s, process wall {cli.wall:.1f} s)"
     )
     for role, s in stats.items():
         requests = sum(s["requests"].values())
@@ -236,7 +236,7 @@ def measure(args: argparse.Namespace, levels: list[str], scales: list[int]) -> l
         print(
             f"  {'PASS' if met else 'MISS'}  {row['server_scale']}x server, --concurrency "
             f"{row['concurrency']} ({row['problems_at_once']} problems at once): wall / ideal "
-            f"{row['wall_over_ideal']:.2f} "
+            f"{row['wall_over_ideal']:.3f} "
             f"({row['wall_seconds']:.1f} s vs {row['ideal_seconds']:.1f} s)"
         )
     return results
