@@ -36,15 +36,15 @@ has no other notion of a larger server), with k x `--problems` problems (at most
 GSM8K's test set) so that the ideal stays about the same: each problem is a chain of
 dependent requests (levels x per-request latency, which a larger server does not shorten), so
 with the same work on a larger server the longest chain, not throughput, would set the wall
-time. There our own CPU time matters
-more: the search must issue requests k times as fast to keep the server busy.
+time. There our own CPU time matters more: the search must issue requests k times as fast to
+keep the server busy.
 
 Figures: for each server size and concurrency, wall time of the search (from its summary),
 the ideal, their ratio (1.0 = the busier server never idled), each server's utilisation (its
 ideal / wall) and mean queueing, the policy server's mean running sequences over each tenth
 of its busy span (sampled every 0.1 s: where it idled, at the start, in the middle or in the
-run's tail), and the ratio of the two wall times; then the issue's goal
-(wall <= 1.05 x ideal at the default concurrency) with PASS or MISS for each server size.
+run's tail), and the ratio of the two wall times; then the issue's goal (wall <= 1.05 x ideal
+at the default concurrency) with PASS or MISS for each server size.
 `--json` prints the figures as one JSON object on stdout (the text goes to stderr).
 """
 

@@ -4,12 +4,12 @@ The client first finds out which server it talks to (`server_kind`, or the kind 
 named) and follows that server's sampling plan (`sampling_plan`): POST /v1/completions with n
 and a seed (vLLM, one request per parent), or SGLang's native POST /generate with one entry
 per child of the whole level (a seed per child on deterministic SGLang, none on default SGLang,
-which ignores seeds). Works against SGLang (reports `matched_stop`),
-vLLM (`stop_reason`, null at EOS) and plain OpenAI-compatible servers. A server that returns
-fewer choices than `n` gets the missing samples as separate n=1 requests (seed + sample
-index), and is then asked one sample per request from the start. Token counts come from the
-per-choice token ids where the server returns them. What was learnt about the server, and
-whether its samples are reproducible, is in `capabilities`.
+which ignores seeds). Works against SGLang (reports `matched_stop`), vLLM (`stop_reason`, null
+at EOS) and plain OpenAI-compatible servers. A server that returns fewer choices than `n`
+gets the missing samples as separate n=1 requests (seed + sample index), and is then asked one
+sample per request from the start. Token counts come from the per-choice token ids where the
+server returns them. What was learnt about the server, and whether its samples are
+reproducible, is in `capabilities`.
 """
 
 from __future__ import annotations

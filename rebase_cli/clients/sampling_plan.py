@@ -82,22 +82,23 @@ def plan_for(
             reproducible=True,
             why="vLLM applies the seed and gives choice i of a request seed + i",
         )
-    if server == "sglang-deterministic":
+    if server in ("sglang", "sglang-deterministic"):
+        # Seeds count only on a deterministic server; there they are sent and reproduce.
+        deterministic = server == "sglang-deterministic"
         why = (
             "SGLang with --enable-deterministic-inference applies the seed; "
             "each child is asked with its own seed"
-        )
-        if samples_per_request == 1 or not native_batch:
-            return SamplingPlan(server, COMPLETIONS, True, 1, True, True, why)
-        return SamplingPlan(server, GENERATE, True, None, True, True, why)
-    if server == "sglang":
-        why = (
-            "SGLang ignores seeds unless started with --enable-deterministic-inference "
+            if deterministic
+            else "SGLang ignores seeds unless started with --enable-deterministic-inference "
             "(the --deterministic option of rebase serve policy): a resumed run samples anew"
         )
         if samples_per_request == 1 or not native_batch:
-            return SamplingPlan(server, COMPLETIONS, False, samples_per_request, True, False, why)
-        return SamplingPlan(server, GENERATE, False, None, True, False, why)
+            # Deterministic: one child per request, as the n choices of one share its seed.
+            per_request = 1 if deterministic else samples_per_request
+            return SamplingPlan(
+                server, COMPLETIONS, deterministic, per_request, True, deterministic, why
+            )
+        return SamplingPlan(server, GENERATE, deterministic, None, True, deterministic, why)
     return SamplingPlan(
         server,
         COMPLETIONS,

@@ -67,7 +67,6 @@ class SlotPool:
     """A counting semaphore served in FIFO order: a slot freed goes to the longest waiter."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
         self.free = capacity
         self._waiters: deque[asyncio.Future[None]] = deque()
 

@@ -12,7 +12,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from rebase_cli.errors import StoreError
-from rebase_cli.store.engine import create_sqlite_engine, describe_sqlite_error, writer
+from rebase_cli.store.engine import (
+    begin_statement,
+    create_sqlite_engine,
+    describe_sqlite_error,
+    writer,
+)
 from rebase_cli.store.migrate import upgrade_to_head
 
 
@@ -71,35 +76,33 @@ class Database:
     def driver_read(self) -> AbstractContextManager[sqlite3.Cursor]:
         """A driver cursor in one read transaction: all its statements see one snapshot, even
         while another connection commits."""
-        return self._driver_cursor("BEGIN")
+        return self._driver_cursor(immediate=False)
 
     def driver_write(self) -> AbstractContextManager[sqlite3.Cursor]:
         """A driver cursor in one write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on
         any exception), for the hot path that writes rows without ORM objects."""
-        return self._driver_cursor("BEGIN IMMEDIATE")
+        return self._driver_cursor(immediate=True)
 
     @contextmanager
-    def _driver_cursor(self, begin: str) -> Iterator[sqlite3.Cursor]:
+    def _driver_cursor(self, *, immediate: bool) -> Iterator[sqlite3.Cursor]:
         # A pooled driver connection (set up by the engine's connect hook) with the transaction
         # statements issued here: the search commits every level this way, and a SQLAlchemy
         # Connection's begin (events, statement compilation) cost more CPU than the writes.
-        with self._translate():
-            pooled = self.engine.raw_connection()
+        with (
+            self._translate(),
+            closing(self.engine.raw_connection()) as pooled,  # closing returns it to the pool
+            closing(pooled.driver_connection.cursor()) as cursor,  # type: ignore[union-attr]
+        ):
+            # Explicit: the driver's autocommit mode (isolation_level None) never begins one,
+            # so without it each statement would be its own snapshot.
+            cursor.execute(begin_statement(immediate=immediate))
             try:
-                connection: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
-                with closing(connection.cursor()) as cursor:
-                    # Explicit: the driver's autocommit mode (isolation_level None) never
-                    # begins one, so without it each statement would be its own snapshot.
-                    cursor.execute(begin)
-                    try:
-                        yield cursor
-                        cursor.execute("COMMIT")
-                    except BaseException:
-                        if connection.in_transaction:  # SQLite may have rolled it back itself
-                            connection.rollback()
-                        raise
-            finally:
-                pooled.close()  # back to the pool
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException:
+                if cursor.connection.in_transaction:  # SQLite may have rolled it back itself
+                    cursor.connection.rollback()
+                raise
 
     @contextmanager
     def _translate(self) -> Iterator[None]:

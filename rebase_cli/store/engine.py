@@ -42,9 +42,14 @@ def create_sqlite_engine(path: Path) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
         immediate = connection.get_execution_options().get(IMMEDIATE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        connection.exec_driver_sql(begin_statement(immediate=immediate))
 
     return engine
+
+
+def begin_statement(*, immediate: bool) -> str:
+    """The statement that opens a transaction: a writer's takes the write lock up front."""
+    return "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
 
 def writer(engine: Engine) -> Engine:
