@@ -5,7 +5,7 @@ paper's code runs).
     REBASE_DATA_DIR=../shared/data python benchmarks/bench_server_busy.py
         [--problems 200] [--budget 16] [--base-ms 20] [--prompt-token-ms 0.4]
         [--output-token-ms 40] [--max-running 256] [--concurrency auto,8]
-        [--server-scale 1,8] [--flavour sglang-deterministic] [--json]
+        [--server-scale 1,8] [--flavour sglang-deterministic] [--queue priority,fcfs] [--json]
 
 Two simulator processes stand in for two GPUs, one serving the policy and one the PRM. Each
 models a continuous-batching server: each sequence of a request (a choice, an input of a
@@ -29,6 +29,11 @@ ideal is ~50 s for 200 problems at budget 16 and our CPU time is below it. What 
 ratios, not the absolute seconds. The search is the same for every concurrency (same seed:
 the node counts must agree), so only the schedule differs.
 
+`--queue priority,fcfs`: the policy server orders its waiting sequences by the priority the
+search sends (SGLang with --enable-priority-scheduling, as `rebase serve policy` starts it:
+shallower levels first, see `clients.queue_priority`), then, for comparison, first come,
+first served; orders after the first run the first concurrency only.
+
 `--server-scale 1,8` repeats the first (default) concurrency against servers k times as large,
 an 8-GPU node for k = 8: k x `max-running` sequences at the same service time per request, so
 k times the throughput (data-parallel replicas behind one router; the simulator's cost model
@@ -44,7 +49,13 @@ the ideal, their ratio (1.0 = the busier server never idled), each server's util
 ideal / wall) and mean queueing, the policy server's mean running sequences over each tenth
 of its busy span (sampled every 0.1 s: where it idled, at the start, in the middle or in the
 run's tail), and the ratio of the two wall times; then the issue's goal (wall <= 1.05 x ideal
-at the default concurrency) with PASS or MISS for each server size.
+at the default concurrency) with PASS or MISS for each server size and queue order. For each
+server size, the first run's trees are also replayed on an ideal server without HTTP, client
+or PRM (`_replay.py`): first come, first served and shallower levels first at the same
+number of problems at once, and a clairvoyant order (longest remaining path first, every
+problem at once) as the best any scheduler could do with these trees. The measured ratio
+over the replayed one of the same order is what the requests, scoring and commits between
+two levels cost.
 `--json` prints the figures as one JSON object on stdout (the text goes to stderr).
 """
 
@@ -59,9 +70,11 @@ import threading
 import time
 from pathlib import Path
 
+import _replay
 import httpx
 from _common import (
     add_gpu_model_options,
+    cpu_seconds,
     gpu_model_flags,
     gpu_model_text,
     header,
@@ -74,6 +87,9 @@ from _common import (
 
 GOAL_WALL_OVER_IDEAL = 1.05  # the orchestrator-efficiency issue's goal at the default concurrency
 AUTO = "auto"  # the default concurrency: no --concurrency flag
+# The policy server's queue: by the priorities the search sends (SGLang as `rebase serve
+# policy` starts it, --enable-priority-scheduling), or first come, first served.
+QUEUES = {"priority": ["--enable-priority-scheduling"], "fcfs": []}
 
 
 class LoadSampler:
@@ -116,19 +132,20 @@ class LoadSampler:
         return [total / max(count, 1) for total, count in zip(sums, counts, strict=True)]
 
 
-def run_level(
-    tmp: Path, policy_url: str, reward_url: str, concurrency: str, problems: int, args, tag: str
-):
-    """One search of `problems` at `concurrency` (`auto`: no flag) against the two servers; its
-    figures (printed too)."""
+def run_level(db: Path, policy, reward, concurrency: str, problems: int, args, tag: str):
+    """One search of `problems` at `concurrency` (`auto`: no flag) against the two simulators
+    (into `db`); its figures (printed too)."""
+    policy_url, reward_url = policy.url, reward.url
     sim_reset(policy_url)
     sim_reset(reward_url)
     flag = [] if concurrency == AUTO else ["--concurrency", concurrency]
+    sims_cpu = cpu_seconds(policy.process.pid) + cpu_seconds(reward.process.pid)
     with LoadSampler(policy_url) as load:
         cli = run_cli(
-            tmp / f"{tag}-c{concurrency}.db",
+            db,
             search_args(policy_url, reward_url, problems=problems, budget=args.budget, extra=flag),
         )
+    sims_cpu = cpu_seconds(policy.process.pid) + cpu_seconds(reward.process.pid) - sims_cpu
     summary = cli.summary()
     stats = {"policy": sim_stats(policy_url), "reward": sim_stats(reward_url)}
     wall = summary["wall_seconds"]
@@ -140,7 +157,8 @@ def run_level(
     )
     print(
         f"  search wall {wall:8.1f} s   ideal {ideal:8.1f} s   wall / ideal "
-        f"{wall / ideal:6.3f}   (our CPU {cli.cpu:.1f} s, process wall {cli.wall:.1f} s)"
+        f"{wall / ideal:6.3f}   (our CPU {cli.cpu:.1f} s, process wall {cli.wall:.1f} s; "
+        f"simulators' CPU {sims_cpu:.1f} s)"
     )
     for role, s in stats.items():
         requests = sum(s["requests"].values())
@@ -151,6 +169,11 @@ def run_level(
             f"{s['max_running']} sequences  queued {s['queue_seconds'] / requests:6.3f}"
             f" s/request  {requests:,} requests  prefix-cached {cached:.0%}"
         )
+    late = stats["policy"]["held_seconds"] / max(stats["policy"]["slot_seconds"], 1e-9) - 1
+    print(
+        f"  policy slots held {late:.1%} longer than modelled (the simulator's own event loop"
+        " waking late)"
+    )
     tenths = load.by_tenth(stats["policy"]["max_running"])
     print("  policy running, by tenth of its busy span: " + " ".join(f"{x:.0%}" for x in tenths))
     return {
@@ -162,7 +185,38 @@ def run_level(
         "ideal_seconds": ideal,
         "wall_over_ideal": wall / ideal,
         "cpu_seconds": cli.cpu,
+        "simulators_cpu_seconds": sims_cpu,
+        "policy_slots_held_over_modelled": late,
+        "policy_queue_priority": summary.get("policy_queue_priority"),
     }
+
+
+def replay(db: Path, args: argparse.Namespace, capacity: int, at_once: int) -> dict:
+    """The run's trees replayed on an ideal server (see `_replay`), printed; the figures."""
+    gpu = _replay.GpuModel(args.base_ms, args.prompt_token_ms, args.output_token_ms, capacity)
+    chains = _replay.load_chains(db, gpu)
+    ideal = _replay.ideal_seconds(chains, capacity)
+    cases = [
+        ("first come, first served", "arrival", _replay.arrival_order, at_once),
+        ("shallower levels first", "shallowest", _replay.shallowest_first, at_once),
+        (
+            "longest remaining path first (knows every step's length), all at once",
+            "clairvoyant",
+            _replay.longest_remaining_path_first,
+            _replay.ALL_AT_ONCE,
+        ),
+    ]
+    print(
+        f"  replayed without HTTP, client or PRM (same trees and cost model; ideal {ideal:.1f} s,"
+        " makespan / ideal):"
+    )
+    figures: dict[str, float] = {"ideal_seconds": ideal}
+    for words, key, order, admit in cases:
+        seconds = _replay.makespan(chains, capacity, order(chains), admit)
+        where = "" if admit == _replay.ALL_AT_ONCE else f", {admit} at once"
+        print(f"    {words}{where}: {seconds:.1f} s  {seconds / ideal:.3f}")
+        figures[key] = seconds / ideal
+    return figures
 
 
 def main() -> None:
@@ -182,9 +236,21 @@ def main() -> None:
         help="comma-separated server sizes (x max-running); sizes above 1 run the first "
         "concurrency only",
     )
+    parser.add_argument(
+        "--queue",
+        default="priority,fcfs",
+        help="comma-separated policy-server queue orders: priority (SGLang with "
+        "--enable-priority-scheduling, as `rebase serve policy` starts it; the search sends "
+        "each level's priority) or fcfs; orders after the first run the first concurrency only",
+    )
     parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
     args = parser.parse_args()
     levels = [c.strip() for c in args.concurrency.split(",")]
+    for queue in args.queue.split(","):
+        if queue.strip() not in QUEUES:
+            parser.error(f"unknown --queue {queue!r}: use {' or '.join(QUEUES)}")
+        if queue.strip() == "priority" and not args.flavour.startswith("sglang"):
+            parser.error("--queue priority is SGLang's scheduling: use --queue fcfs on vllm")
     scales = [int(k) for k in args.server_scale.split(",")]
     out = sys.stderr if args.json else sys.stdout
     with contextlib.redirect_stdout(out):
@@ -194,6 +260,7 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, levels: list[str], scales: list[int]) -> list[dict]:
+    queues = [q.strip() for q in args.queue.split(",")]
     header(
         f"server busy: {args.problems} GSM8K problems (x server scale), budget {args.budget}, "
         f"policy server {args.flavour}; each server: " + gpu_model_text(args)
@@ -203,18 +270,26 @@ def measure(args: argparse.Namespace, levels: list[str], scales: list[int]) -> l
         for scale in scales:
             scaled = argparse.Namespace(**{**vars(args), "max_running": args.max_running * scale})
             flags = gpu_model_flags(scaled)
-            tag = f"{scale}x server ({scaled.max_running} running sequences)"
-            with (
-                start_simulator(*flags, "--flavour", args.flavour, role="policy") as policy,
-                start_simulator(*flags, role="reward") as reward,
-            ):
-                for concurrency in levels if scale == scales[0] else levels[:1]:
-                    problems = args.problems * scale
-                    row = run_level(
-                        Path(tmp), policy.url, reward.url, concurrency, problems, args, tag
-                    )
-                    results.append({"server_scale": scale, **row})
-    first = [r for r in results if r["server_scale"] == scales[0]]
+            replayed: dict | None = None
+            for queue in queues:
+                tag = f"{scale}x server ({scaled.max_running} running sequences, {queue} queue)"
+                first = scale == scales[0] and queue == queues[0]
+                with (
+                    start_simulator(
+                        *flags, "--flavour", args.flavour, *QUEUES[queue], role="policy"
+                    ) as policy,
+                    start_simulator(*flags, role="reward") as reward,
+                ):
+                    for concurrency in levels if first else levels[:1]:
+                        db = Path(tmp) / f"{scale}x-{queue}-c{concurrency}.db"
+                        problems = args.problems * scale
+                        row = run_level(db, policy, reward, concurrency, problems, args, tag)
+                        if replayed is None:  # the trees are the same in every run
+                            replayed = replay(db, args, scaled.max_running, row["problems_at_once"])
+                        results.append(
+                            {"server_scale": scale, "queue": queue, **row, "replay": replayed}
+                        )
+    first = [r for r in results if r["server_scale"] == scales[0] and r["queue"] == queues[0]]
     if len(first) > 1:
         base = first[0]
         print()
@@ -234,8 +309,8 @@ def measure(args: argparse.Namespace, levels: list[str], scales: list[int]) -> l
         met = row["wall_over_ideal"] <= GOAL_WALL_OVER_IDEAL
         row["goal_met"] = met
         print(
-            f"  {'PASS' if met else 'MISS'}  {row['server_scale']}x server, --concurrency "
-            f"{row['concurrency']} ({row['problems_at_once']} problems at once): wall / ideal "
+            f"  {'PASS' if met else 'MISS'}  {row['server_scale']}x server, {row['queue']} queue, "
+            f"--concurrency {row['concurrency']} ({row['problems_at_once']} at once): wall / ideal "
             f"{row['wall_over_ideal']:.3f} "
             f"({row['wall_seconds']:.1f} s vs {row['ideal_seconds']:.1f} s)"
         )

@@ -74,6 +74,7 @@ def test_expand_sends_one_request_with_n_and_reads_every_choice(server):
     assert sum(c.completion_tokens for c in batch.completions) == 9
     assert (batch.requests, batch.retries) == (1, 0)
     assert caps == {
+        "queue_priority": None,
         "n_supported": True,
         "reports_matched_stop": True,
         "matched_stop_field": "matched_stop",

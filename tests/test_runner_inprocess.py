@@ -65,7 +65,7 @@ class FakePolicy:
         return StepBatch(tuple(completions), prompt_tokens=len(prompt) // 4,
                          completion_tokens=6 * n, requests=1)  # fmt: skip
 
-    async def expand_level(self, steps: list[StepRequest]) -> list[StepBatch]:
+    async def expand_level(self, steps: list[StepRequest], *, depth: int = 0) -> list[StepBatch]:
         """Each parent asked on its own, all at once (the /v1/completions plan)."""
         return list(
             await asyncio.gather(

@@ -11,7 +11,12 @@ from typer.testing import CliRunner
 from rebase_cli.cli.app import app
 from rebase_cli.errors import ServeError, UsageError
 from rebase_cli.serving import launchers, net
-from rebase_cli.serving.launchers import ServeSpec, SGLangLauncher, SimLauncher
+from rebase_cli.serving.launchers import (
+    PRIORITY_SCHEDULING_FLAGS,
+    ServeSpec,
+    SGLangLauncher,
+    SimLauncher,
+)
 
 SGLANG = [sys.executable, "-m", "sglang.launch_server"]
 
@@ -40,6 +45,9 @@ def test_sglang_policy_command_line_is_exact() -> None:
         "--mem-fraction-static", "0.8",
         "--api-key", "sk-secret",
         "--served-model-name", "llemma",
+        "--enable-priority-scheduling",
+        "--disable-priority-preemption",
+        "--default-priority-value", "0",
         "--chunked-prefill-size", "4096",
     ]  # fmt: skip
 
@@ -239,8 +247,28 @@ def test_deterministic_policy_starts_sglang_with_deterministic_inference() -> No
         "--host", "127.0.0.1",
         "--port", "30000",
         "--enable-deterministic-inference",
+        *PRIORITY_SCHEDULING_FLAGS,
     ]  # fmt: skip
     plain = ServeSpec(role="policy", engine="sglang", port=30000, model="m")
     assert "--enable-deterministic-inference" not in SGLangLauncher().command(plain)
     sim = ServeSpec(role="policy", engine="sim", port=0, deterministic=True)
-    assert SimLauncher().command(sim)[-2:] == ["--flavour", "sglang-deterministic"]
+    assert SimLauncher().command(sim)[-3:] == [
+        "--flavour",
+        "sglang-deterministic",
+        "--enable-priority-scheduling",
+    ]
+
+
+def test_the_policy_server_orders_its_queue_by_priority_unless_the_user_schedules_it() -> None:
+    """`rebase serve policy` starts SGLang with queue-order priorities (the search sends each
+    level's); the reward server and a user's own scheduling arguments get none."""
+    policy = ServeSpec(role="policy", engine="sglang", port=30000, model="m")
+    argv = SGLangLauncher().command(policy)
+    assert argv[-4:] == list(PRIORITY_SCHEDULING_FLAGS)
+    reward = ServeSpec(role="reward", engine="sglang", port=30001, model="r")
+    assert "--enable-priority-scheduling" not in SGLangLauncher().command(reward)
+    for extra in (("--schedule-policy", "lpm"), ("--schedule-policy=lpm",)):
+        own = ServeSpec(role="policy", engine="sglang", port=30000, model="m", extra_args=extra)
+        argv = SGLangLauncher().command(own)
+        assert "--enable-priority-scheduling" not in argv
+        assert argv[-len(extra) :] == list(extra)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import psutil
+import pytest
 from typer.testing import CliRunner
 
 from rebase_cli.cli.app import app
@@ -16,16 +17,23 @@ def _cli(db: Path, *args: str):
     return CliRunner().invoke(app, ["--db", str(db), *args])
 
 
-def test_search_uses_the_registered_servers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("deterministic", [True, False], ids=["sglang", "vllm"])
+def test_search_uses_the_registered_servers(tmp_path: Path, deterministic: bool) -> None:
+    """The simulator plays SGLang as `rebase serve` starts it with --deterministic (priority
+    scheduling on, so the search sends each level's priority), and vLLM without."""
     db = tmp_path / "s.db"
     for role in ("policy", "reward"):
-        started = _cli(db, "serve", role, "--engine", "sim", "--port", "0", "--detach")
+        flags = ["--deterministic"] if deterministic and role == "policy" else []
+        started = _cli(db, "serve", role, "--engine", "sim", "--port", "0", "--detach", *flags)
         assert started.exit_code == 0, started.output
     servers = {s["role"]: s for s in json.loads(_cli(db, "serve", "status", "--json").stdout)}
     try:
         result = _cli(db, "search", "--dataset", "gsm8k", "--budget", "4", "--limit", "2", "--json")
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["done"] == 2
+        summary = json.loads(result.stdout)
+        assert summary["done"] == 2
+        queue = "shallower levels first" if deterministic else None
+        assert summary["policy_queue_priority"] == queue
         run = json.loads(_cli(db, "runs", "show", "latest", "--json").stdout)
         assert run["policy"]["url"] == servers["policy"]["url"]
         assert run["reward"]["url"] == servers["reward"]["url"]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from rebase_cli.datasets import load_dataset
-from rebase_cli.errors import ServeError
+from rebase_cli.errors import ConfigError, ServeError
 from rebase_cli.sim import FaultConfig, LatencyConfig, SimConfig, start_in_thread
 from rebase_cli.sim.spawn import spawn
 from tests.conftest import SHARED_DATA
@@ -147,6 +147,52 @@ def test_each_sequence_of_a_batch_frees_its_slot_when_it_is_done(problems):
     assert done == ["single", "batch"]
     # The ideal counts each sequence's own time, not the longest one's for every slot.
     assert stats["ideal_seconds"] == pytest.approx(sum(tokens) * 0.020 / 2)
+
+
+@pytest.mark.parametrize("priority_scheduling", [True, False], ids=["by-priority", "fifo"])
+def test_waiting_requests_go_by_priority_only_on_a_priority_scheduling_server(
+    problems, priority_scheduling
+):
+    """SGLang with --enable-priority-scheduling serves waiting requests by `priority`, higher
+    first and one without a priority last, then by arrival; without it, by arrival alone."""
+    latency = LatencyConfig(
+        output_token_ms=20,
+        max_running=1,
+        prefix_cache=False,
+        priority_scheduling=priority_scheduling,
+    )
+    config = SimConfig(port=0, flavour="sglang-deterministic", latency=latency)
+    question = problems[0].question
+
+    with start_in_thread(config, problems=problems) as server:
+
+        async def arrive_in_order() -> list[str]:
+            done: list[str] = []
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+
+                async def post(name: str, tokens: int, priority: int | None) -> None:
+                    body: dict = {"text": question, "sampling_params": {"max_new_tokens": tokens}}
+                    if priority is not None:
+                        body["priority"] = priority
+                    (await client.post("/generate", json=body)).raise_for_status()
+                    done.append(name)
+
+                tasks = [asyncio.create_task(post("blocker", 10, 0))]
+                for name, priority in (("low", 0), ("none", None), ("high", 5)):
+                    await asyncio.sleep(0.01)  # arrive in this order while the blocker runs
+                    tasks.append(asyncio.create_task(post(name, 1, priority)))
+                await asyncio.gather(*tasks)
+            return done
+
+        done = asyncio.run(arrive_in_order())
+    expected = ["high", "low", "none"] if priority_scheduling else ["low", "none", "high"]
+    assert done == ["blocker", *expected]
+
+
+def test_priority_scheduling_is_refused_on_a_server_that_has_none() -> None:
+    latency = LatencyConfig(priority_scheduling=True)
+    with pytest.raises(ConfigError, match="SGLang option"):
+        SimConfig(flavour="vllm", latency=latency).validate()
 
 
 def test_prefix_cache_makes_a_repeated_prompt_cheaper(problems):

@@ -56,10 +56,16 @@ def execute_search(
         out.print(f"[bold]{prepared.note}[/]: {prepared.run.method} on {prepared.run.dataset}, "
                   f"budget {prepared.run.budget}, db {db.path}")  # fmt: skip
         at_once = f"{prepared.config.concurrency} problems at once"
+        queue = prepared.policy_queue_priority
+        order = "" if queue is None else f", {queue}"
         if prepared.policy_capacity is None:
-            out.print(f"{at_once} (--concurrency; the policy server does not say its capacity)")
+            out.print(
+                f"{at_once} (--concurrency; the policy server does not say its capacity){order}"
+            )
         else:
-            out.print(f"{at_once}: the policy server runs {prepared.policy_capacity} requests")
+            out.print(
+                f"{at_once}: the policy server runs {prepared.policy_capacity} requests{order}"
+            )
         if endpoint_info.simulated:
             out.print(
                 "[bold yellow]SIMULATED[/]: the policy/reward are the built-in simulator; "
@@ -102,7 +108,8 @@ def execute_search(
     summary = {"run": f"run-{prepared.run.id}", "interrupted": outcome.interrupted, **totals,
                "wall_seconds": round(outcome.wall_seconds, 2), **facts.as_dict(),
                "concurrency": prepared.config.concurrency,
-               "policy_capacity": prepared.policy_capacity}  # fmt: skip
+               "policy_capacity": prepared.policy_capacity,
+               "policy_queue_priority": prepared.policy_queue_priority}  # fmt: skip
     servers = server_rows(stored)
     if servers:
         summary["servers"] = servers

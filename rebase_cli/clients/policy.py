@@ -290,10 +290,12 @@ class PolicyClient:
                 facts = self._plan.describe()
                 if not self._kind.detected:
                     facts["reproducible_why"] += " (server kind given by the user, not asked)"
+                priority = self._kind.priority
                 self._capabilities.update(
                     facts,
                     server_version=self._kind.version,
                     server_detected=self._kind.detected,
+                    queue_priority=None if priority is None else priority.describe(),
                 )
         return self._plan
 
@@ -318,25 +320,35 @@ class PolicyClient:
         [batch] = await self.expand_level([step])
         return batch
 
-    async def expand_level(self, steps: Sequence[StepRequest]) -> list[StepBatch]:
-        """Each parent's children (as `expand` gives them), in the order of `steps`.
+    async def expand_level(
+        self, steps: Sequence[StepRequest], *, depth: int = 0
+    ) -> list[StepBatch]:
+        """Each parent's children (as `expand` gives them), in the order of `steps`; the
+        parents are at `depth` (0: the root).
 
         On the native /generate plan every child of the level is one entry of a single
         request, with its own prompt, sampling parameters and seed; that request is counted
         on the first parent's batch. Otherwise each parent is asked as `expand` asks it, all
-        at once."""
+        at once. A server that orders its queue by priority gets the depth's priority on
+        every request (see `queue_priority`)."""
         if any(step.n < 1 for step in steps):
             raise ValueError("n must be >= 1")
         if not steps:
             return []
         plan = await self.sampling_plan()
+        order = None if self._kind is None else self._kind.priority
+        priority = None if order is None else order.for_depth(depth)
         if plan.route == GENERATE:
-            return await self._generate(steps, plan.send_seed)
+            return await self._generate(steps, plan.send_seed, priority)
         if len(steps) == 1:  # the usual case on one parent: no task to create for gather
-            return [await self._completions(steps[0], plan)]
-        return list(await asyncio.gather(*(self._completions(step, plan) for step in steps)))
+            return [await self._completions(steps[0], plan, priority)]
+        return list(
+            await asyncio.gather(*(self._completions(step, plan, priority) for step in steps))
+        )
 
-    async def _completions(self, step: StepRequest, plan: SamplingPlan) -> StepBatch:
+    async def _completions(
+        self, step: StepRequest, plan: SamplingPlan, priority: int | None
+    ) -> StepBatch:
         """One parent's children through /v1/completions, n per request as the plan allows."""
         n, seed = step.n, step.seed if plan.send_seed else None
         model = await self.model_id()
@@ -351,6 +363,8 @@ class PolicyClient:
             args["stop"] = list(step.stop)
         if plan.token_ids:
             args["return_token_ids"] = True
+        if priority is not None:
+            args["priority"] = priority
 
         async def request(first: int, count: int) -> tuple[Reply, int]:
             return await self._request(args, count, None if seed is None else seed + first)
@@ -385,10 +399,12 @@ class PolicyClient:
             seeded=seed is not None,
         )
 
-    async def _generate(self, steps: Sequence[StepRequest], send_seed: bool) -> list[StepBatch]:
+    async def _generate(
+        self, steps: Sequence[StepRequest], send_seed: bool, priority: int | None
+    ) -> list[StepBatch]:
         """Every child of `steps` in one native /generate request: n copies of each prompt
         (SGLang's radix cache prefills each once), each copy with its own `sampling_seed`
-        (seed + i)."""
+        (seed + i). The batch has one `priority`, as SGLang takes it."""
         texts: list[str] = []
         params: list[dict[str, Any]] = []
         for step in steps:
@@ -407,9 +423,12 @@ class PolicyClient:
                     params.append(p)
         sizes = [step.n for step in steps]
         stops = [step.stop for step in steps]
+        body: dict[str, Any] = {"text": texts, "sampling_params": params}
+        if priority is not None:
+            body["priority"] = priority
         replies, retries = await self.endpoint.post_json(
             NATIVE_GENERATE,
-            {"text": texts, "sampling_params": params},
+            body,
             lambda data, text: parse_generate_reply(data, sizes, text, stops),
             not_found_hint="the server is not SGLang; pass --policy-server to name its kind",
         )

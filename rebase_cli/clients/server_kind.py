@@ -4,13 +4,15 @@
   `version`: `sglang` or `sglang-deterministic`. It also says how many requests it runs at
   once (0.5.23: `internal_states`, one per data-parallel rank, each with
   `effective_max_running_requests_per_dp`; else the `max_running_requests` argument): the
-  server's capacity, from which the search sizes its default concurrency.
+  server's capacity, from which the search sizes its default concurrency. Its arguments
+  also say whether it orders its queue by request priority (`clients.queue_priority`).
 - vLLM serves `GET /version`: `vllm`.
 - Anything else is a plain OpenAI-compatible server: `openai`.
 
 - The SGLang router (sglang-router) serves none of these; its `GET /get_server_info` says
   `router_manager` and its `GET /workers` lists the servers behind it: the first of them is
   asked instead (a router fronts replicas of one kind, so the capacity is its times theirs).
+  Requests through the router carry no priority: it is not known to pass one on.
 
 A route the server does not have answers 404 (or 405); that is an answer, not an error.
 """
@@ -22,6 +24,7 @@ from typing import Any
 
 import openai
 
+from rebase_cli.clients.queue_priority import QueuePriority, queue_priority_from_server_info
 from rebase_cli.clients.transport import Caller, parse_json
 
 SERVER_KINDS = ("sglang", "sglang-deterministic", "vllm", "openai")
@@ -37,6 +40,7 @@ class ServerKind:
     detected: bool = True
     behind_router: bool = False  # reached through the SGLang router (no /generate batches)
     capacity: int | None = None  # requests the server(s) run at once; None: not said
+    priority: QueuePriority | None = None  # its queue order by priority; None: first come
 
 
 def _positive(value: Any) -> int | None:
@@ -108,7 +112,12 @@ async def _identify_at(endpoint: Caller, base: str | None) -> ServerKind:
     info = await _get(endpoint, "/server_info", base)
     kind = kind_from_server_info(info)
     if kind is not None:
-        return ServerKind(kind, str(info.get("version")), capacity=capacity_from_server_info(info))
+        return ServerKind(
+            kind,
+            str(info.get("version")),
+            capacity=capacity_from_server_info(info),
+            priority=queue_priority_from_server_info(info),
+        )
     version = await _get(endpoint, "/version", base)
     if isinstance(version, dict) and isinstance(version.get("version"), str):
         return ServerKind("vllm", version["version"])

@@ -216,7 +216,7 @@ class ProblemSearch:
         # The level costs one reward request, and on SGLang's native batch one policy request:
         # requests, not tokens, are what the orchestrator's CPU goes on.
         steps = [self._step_request(parent, n) for parent, n in parents]
-        batches = await ctx.policy.expand_level(steps)
+        batches = await ctx.policy.expand_level(steps, depth=frontier[0].depth)
         # The wrong-template check sees the level's batches in parent order, as one level.
         ctx.monitor.observe(batches, self.template)
         groups = [

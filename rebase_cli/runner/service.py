@@ -332,7 +332,12 @@ async def run_search(
         capacity = policy.capacity
         concurrency = prepared.config.problems_at_once(capacity)
         config = prepared.config.model_copy(update={"concurrency": concurrency})
-        prepared = replace(prepared, config=config, policy_capacity=capacity)
+        prepared = replace(
+            prepared,
+            config=config,
+            policy_capacity=capacity,
+            policy_queue_priority=policy.capabilities.get("queue_priority"),
+        )
         on_prepared(prepared, endpoints)
         ctx = SearchContext(
             store=SqliteSearchStore(db, prepared.run.id, lease_owner()),

@@ -93,6 +93,9 @@ class PreparedRun:
     # Requests the policy server runs at once, as it says (None: it does not say); known once
     # the clients are connected, and what an auto concurrency is sized from.
     policy_capacity: int | None = None
+    # The order in which the policy server takes waiting requests, when it goes by the
+    # priorities the search sends (clients.queue_priority); None: first come, first served.
+    policy_queue_priority: str | None = None
 
 
 def check_run_name(name: str | None) -> None:

@@ -164,6 +164,31 @@ def gpu_count(*, use_torch: bool = True) -> int | None:
     return None
 
 
+# The search gives each policy request its level's priority, shallower first, so that the
+# problems of a run progress at a similar pace (clients.queue_priority): queue order only, with
+# no preemption, and requests without one (probes) at priority 0.
+PRIORITY_SCHEDULING_FLAGS = (
+    "--enable-priority-scheduling",
+    "--disable-priority-preemption",
+    "--default-priority-value",
+    "0",
+)
+_SCHEDULING_FLAGS = (
+    "--schedule-policy",
+    "--enable-priority-scheduling",
+    "--disable-priority-preemption",
+    "--default-priority-value",
+    "--schedule-low-priority-values-first",
+    "--priority-scheduling-preemption-threshold",
+)
+
+
+def _takes_over_scheduling(extra_args: Sequence[str]) -> bool:
+    """Whether the user's own SGLang arguments set the scheduling policy or priorities (then
+    theirs apply alone: priority scheduling needs --schedule-policy fcfs or lof)."""
+    return any(arg.split("=", 1)[0] in _SCHEDULING_FLAGS for arg in extra_args)
+
+
 class SGLangLauncher:
     """`python -m sglang.launch_server`. A reward model with the `score` protocol (an LM-head PRM
     such as Math-Shepherd) is served as an ordinary generation model; `classify` (a scalar
@@ -227,6 +252,8 @@ class SGLangLauncher:
             # Without it SGLang never applies a request's seed; with it, each child of a
             # search gets its own seed from the client (see clients.sampling_plan).
             argv.append("--enable-deterministic-inference")
+        if spec.role == "policy" and not _takes_over_scheduling(spec.extra_args):
+            argv += PRIORITY_SCHEDULING_FLAGS
         return argv + list(spec.extra_args)
 
     def env(self, spec: ServeSpec) -> Mapping[str, str]:
@@ -257,8 +284,10 @@ class SimLauncher:
             argv += ["--dataset", name]
         if spec.model is not None:  # the simulator insists on ids starting with "sim-"
             argv += [f"--{spec.role}-model-id", spec.model]
-        if spec.deterministic:
+        if spec.deterministic:  # SGLang as `rebase serve` starts it (see SGLangLauncher)
             argv += ["--flavour", "sglang-deterministic"]
+            if spec.role == "policy":
+                argv.append("--enable-priority-scheduling")
         return argv + list(spec.extra_args)
 
     def env(self, spec: ServeSpec) -> Mapping[str, str]:

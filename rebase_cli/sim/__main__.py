@@ -40,6 +40,9 @@ item) holds its own slot for base + its prefill + its decode, as SGLang and vLLM
   --prompt-token-ms MS        per uncached prompt token of the sequence (prefill).
   --output-token-ms MS        per output token of the sequence (decode).
   --max-running N             sequences served at once; more wait in FIFO order (0 = no cap).
+  --enable-priority-scheduling   SGLang flavours: waiting sequences go by their request's
+                              `priority` (higher first, none last), then arrival; nothing is
+                              preempted (as SGLang with --disable-priority-preemption).
   --no-prefix-cache           charge every prompt token (default: repeated prefixes are free).
 
 Fault injection (fractions of model requests; seeded)
@@ -93,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output-token-ms", type=float, default=0.0)
     add("--max-running", type=int, default=0)
     add("--no-prefix-cache", action="store_true")
+    add("--enable-priority-scheduling", action="store_true")
     add("--fault-500", type=float, default=0.0)
     add("--fault-503", type=float, default=0.0)
     add("--fault-hang", type=float, default=0.0)
@@ -128,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             output_token_ms=args.output_token_ms,
             max_running=args.max_running,
             prefix_cache=not args.no_prefix_cache,
+            priority_scheduling=args.enable_priority_scheduling,
         ),
         faults=FaultConfig(
             http_500=args.fault_500,

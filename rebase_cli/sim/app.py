@@ -47,6 +47,7 @@ from rebase_cli.sim.protocol import (
     parse_completion,
     parse_generate,
     parse_pooling,
+    parse_priority,
     parse_score,
     sglang_error,
     vllm_error,
@@ -170,7 +171,7 @@ class Simulator:
     # -- model routes -----------------------------------------------------------------------
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        params = parse_completion(body)
+        params, priority = parse_completion(body), parse_priority(body)
         server = self.config.server
         n = params.n if server.honours_n else 1
         choices: list[dict[str, Any]] = []
@@ -192,7 +193,7 @@ class Simulator:
                 completion_tokens += choice.completion_tokens
                 sequences.append(SequenceWork(prompt, tokens, choice.completion_tokens))
                 choices.append(self._openai_choice(len(choices), choice, params.return_token_ids))
-        await self.perf.serve(sequences)
+        await self.perf.serve(sequences, priority)
         return {
             "id": self.next_id("cmpl"),
             "object": "text_completion",
@@ -210,6 +211,7 @@ class Simulator:
         """SGLang's native POST /generate: one output per input text, each with its own
         sampling parameters (`sampling_seed` applied only by a deterministic server)."""
         items, single = parse_generate(body)
+        priority = parse_priority(body)
         server = self.config.server
         outputs: list[dict[str, Any]] = []
         sequences: list[SequenceWork] = []
@@ -242,7 +244,7 @@ class Simulator:
                     },
                 }
             )
-        await self.perf.serve(sequences)
+        await self.perf.serve(sequences, priority)
         return outputs[0] if single else outputs
 
     async def score(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -509,6 +511,7 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
         # with the requests it runs at once. Without --max-running the simulator has no cap,
         # and says none.
         running = sim.config.latency.max_running or None
+        priority = sim.config.latency.priority_scheduling
         return _json(
             {
                 "model_path": sim.models()[0],
@@ -520,6 +523,11 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
                 "max_running_requests": running,
                 "dp_size": 1,
                 "internal_states": [{"effective_max_running_requests_per_dp": running}],
+                "schedule_policy": "fcfs",
+                "enable_priority_scheduling": priority,
+                "disable_priority_preemption": priority,  # queue order only, as modelled
+                "schedule_low_priority_values_first": False,
+                "priority_scheduling_preemption_threshold": 10,
                 "version": SGLANG_VERSION,
                 "simulated": True,
             }

@@ -25,7 +25,8 @@ class LatencyConfig:
     Each sequence of a request (a choice of a completion, an input of a batch, an item of a
     scoring call) holds a slot for `base_ms + its uncached prompt tokens * prompt_token_ms +
     its output tokens * output_token_ms`; at most `max_running` sequences run at once and the
-    rest wait in FIFO order (see `sim.perf`)."""
+    rest wait in arrival order, or by request priority with `priority_scheduling` (SGLang's
+    --enable-priority-scheduling; see `sim.perf`)."""
 
     base_ms: float = 0.0
     prompt_token_ms: float = 0.0
@@ -33,6 +34,7 @@ class LatencyConfig:
     max_running: int = 0  # 0: unlimited
     prefix_cache: bool = True
     prefix_cache_blocks: int = 200_000  # blocks of PREFIX_BLOCK_CHARS characters kept (LRU)
+    priority_scheduling: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -138,6 +140,12 @@ class SimConfig:
             raise ConfigError("fault rates add up to more than 1", "lower them")
         if self.prm_noise < 0 or self.prm_signal < 0:
             raise ConfigError("PRM signal and noise must be non-negative", "fix the flags")
+        if self.latency.priority_scheduling and not self.server.sglang_routes:
+            raise ConfigError(
+                f"--enable-priority-scheduling is an SGLang option; the {self.flavour} "
+                "flavour has no such scheduler",
+                "use --flavour sglang or sglang-deterministic",
+            )
         if self.latency.max_running < 0:
             raise ConfigError("max running sequences must be >= 0", "0 means unlimited")
         if not self.datasets:

@@ -7,11 +7,14 @@ own, as SGLang and vLLM do: SGLang's tokenizer manager splits a batch (and n > 1
 separate requests for its scheduler, and vLLM fans n out into child requests. A sequence holds
 one of `max_running` slots for `base + its uncached prompt tokens * prompt_token_ms + its own
 output tokens * output_token_ms` and frees it when it is done, whatever its siblings still do;
-beyond `max_running` sequences wait in FIFO order (a continuous-batching server whose batch is
-full). The request is answered when its last sequence is done. The prefix cache remembers
-prompt prefixes in blocks of PREFIX_BLOCK_CHARS characters (LRU), like RadixAttention: a
-prompt that extends a cached one pays only for its new blocks, and the second of n choices of
-one prompt finds the whole prompt cached.
+beyond `max_running` sequences wait (a continuous-batching server whose batch is full): in
+arrival order, or, on a server with priority scheduling, by the request's priority first
+(higher values first; a request without one last, as SGLang 0.5.23's scheduler orders its
+waiting queue under --enable-priority-scheduling). Running sequences are never preempted
+(--disable-priority-preemption). The request is answered when its last sequence is done.
+The prefix cache remembers prompt prefixes in blocks of PREFIX_BLOCK_CHARS characters (LRU),
+like RadixAttention: a prompt that extends a cached one pays only for its new blocks, and the
+second of n choices of one prompt finds the whole prompt cached.
 
 Counters are kept whether or not latency is modelled: `slot_seconds / max_running` is the
 least wall time any client could need for the work it sent (the server-bound ideal).
@@ -21,8 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
+import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from rebase_cli.sim.config import LatencyConfig
@@ -64,26 +70,26 @@ class PrefixCache:
 
 
 class SlotPool:
-    """A counting semaphore served in FIFO order: a slot freed goes to the longest waiter."""
+    """A counting semaphore whose freed slot goes to the waiter with the least `rank`, and
+    among equal ranks to the longest waiter (all ranks equal: FIFO)."""
 
     def __init__(self, capacity: int) -> None:
         self.free = capacity
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []  # a heap
+        self._arrivals = itertools.count()
 
-    async def acquire(self) -> None:
+    async def acquire(self, rank: float = 0.0) -> None:
         if not self._waiters and self.free > 0:
             self.free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        heapq.heappush(self._waiters, (rank, next(self._arrivals), future))
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # granted just as the waiter was cancelled
-            else:
-                self._waiters.remove(future)
-            raise
+            raise  # a cancelled waiter stays in the heap until a release skips it
 
     @property
     def waiting(self) -> int:
@@ -93,7 +99,7 @@ class SlotPool:
     def release(self) -> None:
         self.free += 1
         while self._waiters and self.free > 0:
-            future = self._waiters.popleft()
+            future = heapq.heappop(self._waiters)[2]
             if future.cancelled():
                 continue
             self.free -= 1
@@ -122,6 +128,9 @@ class Counters:
     sequences: int = 0
     busy_seconds: float = 0.0  # sum over requests of their longest sequence's service time
     slot_seconds: float = 0.0  # sum over sequences of their service times
+    # Sum over sequences of the time they actually held a slot: above slot_seconds when the
+    # simulator's own event loop is too busy to wake a sequence on time.
+    held_seconds: float = 0.0
     queue_seconds: float = 0.0  # sum over requests of the wait until their last sequence ran
     max_in_flight: int = 0  # the most sequences running at once
 
@@ -165,30 +174,37 @@ class PerfModel:
         counters.slot_seconds += service
         return service
 
-    async def serve(self, sequences: list[SequenceWork]) -> None:
+    def _rank(self, priority: int | None) -> float:
+        """Where a request's sequences queue: by priority on a priority-scheduling server."""
+        if not self.config.priority_scheduling:
+            return 0.0
+        return math.inf if priority is None else float(-priority)
+
+    async def serve(self, sequences: list[SequenceWork], priority: int | None = None) -> None:
         """Account for one request of `sequences` and, with latency modelling on, run each
         sequence in its own slot (see the module docstring); returns when all are done."""
         services = [self._service_seconds(sequence) for sequence in sequences]
         self.counters.busy_seconds += max(services, default=0.0)
         if not self.config.enabled or not services:
             return
-        arrived = time.monotonic()
+        arrived, rank = time.monotonic(), self._rank(priority)
         if len(services) == 1:
-            started = [await self._run(services[0])]
+            started = [await self._run(services[0], rank)]
         else:
-            started = await asyncio.gather(*(self._run(service) for service in services))
+            started = await asyncio.gather(*(self._run(service, rank) for service in services))
         self.counters.queue_seconds += max(started) - arrived
 
-    async def _run(self, service: float) -> float:
+    async def _run(self, service: float, rank: float) -> float:
         """One sequence: wait for a slot, hold it for `service` seconds; when it started."""
         if self.pool is not None:
-            await self.pool.acquire()
+            await self.pool.acquire(rank)
         started = time.monotonic()
         self.in_flight += 1
         self.counters.max_in_flight = max(self.counters.max_in_flight, self.in_flight)
         try:
             await asyncio.sleep(service)
         finally:
+            self.counters.held_seconds += time.monotonic() - started
             self.in_flight -= 1
             if self.pool is not None:
                 self.pool.release()
@@ -205,6 +221,7 @@ class PerfModel:
             "sequences": counters.sequences,
             "busy_seconds": counters.busy_seconds,
             "slot_seconds": counters.slot_seconds,
+            "held_seconds": counters.held_seconds,
             "queue_seconds": counters.queue_seconds,
             "max_in_flight": counters.max_in_flight,
             "running_sequences": self.in_flight,

@@ -112,6 +112,15 @@ def _texts(body: dict, name: str, *, what: str) -> tuple[list[str], bool]:
     raise BadRequest(f"`{name}` must be a string or a list of strings")
 
 
+def parse_priority(body: dict[str, Any]) -> int | None:
+    """A request's `priority` (SGLang's CompletionRequest and GenerateReqInput): a signed
+    64-bit integer, or None when the request gives none."""
+    priority = _int(body, "priority", None)
+    if priority is not None and not -(1 << 63) <= priority < (1 << 63):
+        raise BadRequest(f"priority must be a signed 64-bit integer, got {priority}")
+    return priority
+
+
 @dataclass(frozen=True)
 class CompletionParams:
     prompts: list[str]
