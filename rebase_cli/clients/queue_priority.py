@@ -23,6 +23,8 @@ from typing import Any
 # How many depths get distinct priorities when the server never preempts; deeper levels share
 # the lowest. Trees of step-by-step search are far shallower.
 DEPTHS_DISTINGUISHED = 1000
+# SGLang 0.5.23's --priority-scheduling-preemption-threshold default.
+SGLANG_PREEMPTION_THRESHOLD = 10
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,6 @@ def queue_priority_from_server_info(info: Any) -> QueuePriority | None:
     if info.get("disable_priority_preemption") is True:
         return QueuePriority(low_first, DEPTHS_DISTINGUISHED)
     threshold = _non_negative_int(info.get("priority_scheduling_preemption_threshold"))
-    # A server that says no threshold gets SGLang's default.
-    return QueuePriority(
-        low_first, min(10 if threshold is None else threshold, DEPTHS_DISTINGUISHED)
-    )
+    if threshold is None:  # not said: SGLang's default
+        threshold = SGLANG_PREEMPTION_THRESHOLD
+    return QueuePriority(low_first, min(threshold, DEPTHS_DISTINGUISHED))
