@@ -199,3 +199,22 @@ def completions_handler(
         return Reply.json(data, delay=delay)
 
     return handle
+
+
+def generate_handler() -> Handler:
+    """SGLang's native /generate for a batch: input i says "step i" and stops at "\\n"."""
+
+    def handle(request: Request) -> Reply:
+        return Reply.json(
+            [
+                {
+                    "text": f"step {i}",
+                    "output_ids": [1, 2],
+                    "meta_info": {"finish_reason": {"type": "stop", "matched": "\n"},
+                                  "prompt_tokens": 4},
+                }
+                for i in range(len(request.body["text"]))
+            ]
+        )  # fmt: skip
+
+    return handle

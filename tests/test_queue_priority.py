@@ -16,7 +16,13 @@ from rebase_cli.clients.queue_priority import (
     QueuePriority,
     queue_priority_from_server_info,
 )
-from tests.http_fakes import Reply, ScriptedServer, completions_handler, models_handler
+from tests.http_fakes import (
+    Reply,
+    ScriptedServer,
+    completions_handler,
+    generate_handler,
+    models_handler,
+)
 from tests.test_conformance import SGLANG as SGLANG_CLASSES
 from tests.test_conformance import violations
 
@@ -57,17 +63,7 @@ def sglang_fake(info: dict, bodies: list[dict]) -> ScriptedServer:
 
     def generate(request):
         bodies.append(request.body)
-        return Reply.json(
-            [
-                {
-                    "text": f"step {i}",
-                    "output_ids": [1, 2],
-                    "meta_info": {"finish_reason": {"type": "stop", "matched": "\n"},
-                                  "prompt_tokens": 4},
-                }
-                for i in range(len(request.body["text"]))
-            ]
-        )  # fmt: skip
+        return generate_handler()(request)
 
     def completions(request):
         bodies.append(request.body)

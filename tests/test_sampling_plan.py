@@ -16,7 +16,7 @@ from rebase_cli.prompts import load_template
 from rebase_cli.runner.steps import classify_step
 from rebase_cli.sim.config import SimConfig
 from rebase_cli.sim.inprocess import start_in_thread
-from tests.http_fakes import Reply, ScriptedServer, models_handler
+from tests.http_fakes import Reply, ScriptedServer, generate_handler, models_handler
 
 FAST = RetryPolicy(
     max_attempts=3, timeout=5.0, max_total_wait=10.0, backoff_initial=0.001, backoff_max=0.01
@@ -280,17 +280,7 @@ def test_default_sglang_batch_sends_no_seed():
 
     def generate(request):
         bodies.append(request.body)
-        return Reply.json(
-            [
-                {
-                    "text": f"step {i}",
-                    "output_ids": [1, 2],
-                    "meta_info": {"finish_reason": {"type": "stop", "matched": "\n"},
-                                  "prompt_tokens": 4},
-                }
-                for i in range(len(request.body["text"]))
-            ]
-        )  # fmt: skip
+        return generate_handler()(request)
 
     fake.route("/v1/models", models_handler("served-model"))
     fake.route("/server_info", lambda request: Reply.json({"version": "0.5.23"}))
