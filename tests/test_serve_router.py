@@ -105,10 +105,19 @@ def test_simulator_workers_behind_the_router_imitate_sglang() -> None:
     from rebase_cli.serving import group, launchers
 
     sim = launchers.get_launcher("sim")
+    # ... as `rebase serve` starts SGLang: the queue by priority (clients.queue_priority).
     plain = ServeSpec(role="policy", engine="sim", port=1)
-    assert group.worker_command(sim, plain)[-2:] == ["--flavour", "sglang"]
+    assert group.worker_command(sim, plain)[-3:] == [
+        "--flavour",
+        "sglang",
+        "--enable-priority-scheduling",
+    ]
     deterministic = ServeSpec(role="policy", engine="sim", port=1, deterministic=True)
-    assert group.worker_command(sim, deterministic)[-2:] == ["--flavour", "sglang-deterministic"]
+    assert group.worker_command(sim, deterministic)[-3:] == [
+        "--flavour",
+        "sglang-deterministic",
+        "--enable-priority-scheduling",
+    ]
     assert "--flavour" not in group.worker_command(
         launchers.get_launcher("sglang"), ServeSpec(role="policy", engine="sglang", model="m")
     )

@@ -51,7 +51,7 @@ def worker_command(launcher: launchers.Launcher, spec: launchers.ServeSpec) -> l
     (and a real SGLang worker ignores seeds unless started deterministic)."""
     argv = launcher.command(spec)
     if spec.engine == "sim" and "--flavour" not in argv:
-        argv += ["--flavour", "sglang"]
+        argv += launchers.sim_sglang_flags(spec, "sglang")
     return argv
 
 

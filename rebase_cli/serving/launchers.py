@@ -263,6 +263,14 @@ class SGLangLauncher:
 # ------------------------------------------------------------------------------------ sim
 
 
+def sim_sglang_flags(spec: ServeSpec, flavour: str) -> list[str]:
+    """The simulator flags that make it play SGLang `flavour` as `rebase serve` starts SGLang:
+    a policy server's queue goes by priority (see SGLangLauncher)."""
+    return ["--flavour", flavour] + (
+        ["--enable-priority-scheduling"] if spec.role == "policy" else []
+    )
+
+
 class SimLauncher:
     """The CPU simulator (`python -m rebase_cli.sim`), which serves every protocol of its role.
     Its own options (`--template`, `--error-rate`, `--load-seconds`, latency and faults) go
@@ -284,10 +292,8 @@ class SimLauncher:
             argv += ["--dataset", name]
         if spec.model is not None:  # the simulator insists on ids starting with "sim-"
             argv += [f"--{spec.role}-model-id", spec.model]
-        if spec.deterministic:  # SGLang as `rebase serve` starts it (see SGLangLauncher)
-            argv += ["--flavour", "sglang-deterministic"]
-            if spec.role == "policy":
-                argv.append("--enable-priority-scheduling")
+        if spec.deterministic:
+            argv += sim_sglang_flags(spec, "sglang-deterministic")
         return argv + list(spec.extra_args)
 
     def env(self, spec: ServeSpec) -> Mapping[str, str]:
