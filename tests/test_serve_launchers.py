@@ -272,3 +272,9 @@ def test_the_policy_server_orders_its_queue_by_priority_unless_the_user_schedule
         argv = SGLangLauncher().command(own)
         assert "--enable-priority-scheduling" not in argv
         assert argv[-len(extra) :] == list(extra)
+    # The policy command's help says what it adds and how to opt out; the reward's adds none.
+    policy_help = CliRunner().invoke(app, ["serve", "policy", "--help"], env={"COLUMNS": "200"})
+    assert "--enable-priority-scheduling" in policy_help.output
+    assert "--schedule-policy" in policy_help.output
+    reward_help = CliRunner().invoke(app, ["serve", "reward", "--help"], env={"COLUMNS": "200"})
+    assert "priority" not in reward_help.output

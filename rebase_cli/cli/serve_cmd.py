@@ -166,10 +166,17 @@ def _role_command(role: Role):
             )
         _serve(spec, detach=detach, timeout=timeout, launcher=launcher)
 
+    queue = (
+        "\n\nSGLang starts with --enable-priority-scheduling --disable-priority-preemption "
+        "--default-priority-value 0, so that its queue takes the search's shallower levels "
+        "first, unless the arguments after `--` set --schedule-policy or a priority option."
+        if role == "policy"
+        else ""
+    )
     command.__doc__ = (
         f"Start a {role} server and wait until it is ready.\n\n"
         "Runs in the foreground (Ctrl-C stops it) unless --detach; either way it is listed by "
-        "`rebase serve status` and found by `rebase search` while it runs."
+        "`rebase serve status` and found by `rebase search` while it runs." + queue
     )
     return command
 
