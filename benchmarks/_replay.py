@@ -2,8 +2,8 @@
 a given queue order, with no HTTP, no client and no reward server in the way.
 
 A run's trees do not depend on timing (seeded sampling), so its nodes say exactly what the
-policy server had to do: every node is one sequence, costing what `sim.perf` charges
-(base + uncached prompt tokens x prompt_token_ms + output tokens x output_token_ms). The
+policy server had to do: every node is one sequence, costing what the simulator charges
+(`LatencyConfig.service_seconds`). The
 prompt cache is approximated as the simulator keeps it: the first child of a parent pays for
 the prompt tokens its parent's step added (the root's children: the whole prompt), its
 siblings for none. A problem's level can start only when its previous level is done, and a
@@ -21,21 +21,14 @@ import heapq
 import sqlite3
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from rebase_cli.sim.config import LatencyConfig
 
 ALL_AT_ONCE = 1 << 30
 
 
-@dataclass(frozen=True)
-class GpuModel:
-    base_ms: float
-    prompt_token_ms: float
-    output_token_ms: float
-    capacity: int  # sequences at once
-
-
-def load_chains(db: Path, gpu: GpuModel) -> list[list[list[float]]]:
+def load_chains(db: Path, latency: LatencyConfig) -> list[list[list[float]]]:
     """Per problem (dataset order), per level, the service seconds of its sequences."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
@@ -54,8 +47,7 @@ def load_chains(db: Path, gpu: GpuModel) -> list[list[list[float]]]:
         if parent not in paid:
             paid.add(parent)
             uncached = prompt if depth == 1 else parent_output or 0
-        service = gpu.base_ms + uncached * gpu.prompt_token_ms + output * gpu.output_token_ms
-        levels[problem][depth].append(service / 1000.0)
+        levels[problem][depth].append(latency.service_seconds(uncached, output))
     return [[levels[p][d] for d in sorted(levels[p])] for p in order]
 
 

@@ -85,6 +85,8 @@ from _common import (
     start_simulator,
 )
 
+from rebase_cli.sim.config import LatencyConfig
+
 GOAL_WALL_OVER_IDEAL = 1.05  # the orchestrator-efficiency issue's goal at the default concurrency
 AUTO = "auto"  # the default concurrency: no --concurrency flag
 # The policy server's queue: by the priorities the search sends (SGLang as `rebase serve
@@ -193,8 +195,13 @@ def run_level(db: Path, policy, reward, concurrency: str, problems: int, args, t
 
 def replay(db: Path, args: argparse.Namespace, capacity: int, at_once: int) -> dict:
     """The run's trees replayed on an ideal server (see `_replay`), printed; the figures."""
-    gpu = _replay.GpuModel(args.base_ms, args.prompt_token_ms, args.output_token_ms, capacity)
-    chains = _replay.load_chains(db, gpu)
+    latency = LatencyConfig(
+        base_ms=args.base_ms,
+        prompt_token_ms=args.prompt_token_ms,
+        output_token_ms=args.output_token_ms,
+        max_running=capacity,
+    )
+    chains = _replay.load_chains(db, latency)
     ideal = _replay.ideal_seconds(chains, capacity)
     cases = [
         ("first come, first served", "arrival", _replay.arrival_order, at_once),
@@ -246,21 +253,23 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
     args = parser.parse_args()
     levels = [c.strip() for c in args.concurrency.split(",")]
-    for queue in args.queue.split(","):
-        if queue.strip() not in QUEUES:
+    queues = [q.strip() for q in args.queue.split(",")]
+    for queue in queues:
+        if queue not in QUEUES:
             parser.error(f"unknown --queue {queue!r}: use {' or '.join(QUEUES)}")
-        if queue.strip() == "priority" and not args.flavour.startswith("sglang"):
+        if queue == "priority" and not args.flavour.startswith("sglang"):
             parser.error("--queue priority is SGLang's scheduling: use --queue fcfs on vllm")
     scales = [int(k) for k in args.server_scale.split(",")]
     out = sys.stderr if args.json else sys.stdout
     with contextlib.redirect_stdout(out):
-        results = measure(args, levels, scales)
+        results = measure(args, levels, queues, scales)
     if args.json:
         print(json.dumps({"gpu_model": gpu_model_text(args), "runs": results}, indent=2))
 
 
-def measure(args: argparse.Namespace, levels: list[str], scales: list[int]) -> list[dict]:
-    queues = [q.strip() for q in args.queue.split(",")]
+def measure(
+    args: argparse.Namespace, levels: list[str], queues: list[str], scales: list[int]
+) -> list[dict]:
     header(
         f"server busy: {args.problems} GSM8K problems (x server scale), budget {args.budget}, "
         f"policy server {args.flavour}; each server: " + gpu_model_text(args)

@@ -19,7 +19,14 @@ from rebase_cli.cli.common import (
 from rebase_cli.errors import NotFoundError, ServeError, UsageError
 from rebase_cli.params import RewardProtocol
 from rebase_cli.serving import router
-from rebase_cli.serving.launchers import EngineName, Launcher, Role, ServeSpec, get_launcher
+from rebase_cli.serving.launchers import (
+    PRIORITY_SCHEDULING_FLAGS,
+    EngineName,
+    Launcher,
+    Role,
+    ServeSpec,
+    get_launcher,
+)
 from rebase_cli.serving.logs import LogFollower, follow, tail_lines
 from rebase_cli.serving.process import DEFAULT_GRACE_S
 from rebase_cli.url_lists import split_urls
@@ -167,9 +174,9 @@ def _role_command(role: Role):
         _serve(spec, detach=detach, timeout=timeout, launcher=launcher)
 
     queue = (
-        "\n\nSGLang starts with --enable-priority-scheduling --disable-priority-preemption "
-        "--default-priority-value 0, so that its queue takes the search's shallower levels "
-        "first, unless the arguments after `--` set --schedule-policy or a priority option."
+        f"\n\nSGLang starts with {' '.join(PRIORITY_SCHEDULING_FLAGS)}, so that its queue "
+        "takes the search's shallower levels first, unless the arguments after `--` set "
+        "--schedule-policy or a priority option."
         if role == "policy"
         else ""
     )

@@ -527,6 +527,8 @@ def create_app(config: SimConfig, *, problems: Sequence[Problem] | None = None) 
                 "enable_priority_scheduling": priority,
                 "disable_priority_preemption": priority,  # queue order only, as modelled
                 "schedule_low_priority_values_first": False,
+                # SGLang's default; not imported from the clients, whose import pulls in
+                # openai and aiohttp and would slow the simulator's start fivefold.
                 "priority_scheduling_preemption_threshold": 10,
                 "version": SGLANG_VERSION,
                 "simulated": True,

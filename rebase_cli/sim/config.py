@@ -40,6 +40,14 @@ class LatencyConfig:
     def enabled(self) -> bool:
         return bool(self.base_ms or self.prompt_token_ms or self.output_token_ms)
 
+    def service_seconds(self, uncached_prompt_tokens: int, output_tokens: int) -> float:
+        """How long one sequence holds its slot."""
+        return (
+            self.base_ms
+            + uncached_prompt_tokens * self.prompt_token_ms
+            + output_tokens * self.output_token_ms
+        ) / 1000.0
+
 
 @dataclass(frozen=True)
 class FaultConfig:

@@ -166,11 +166,7 @@ class PerfModel:
             fraction = self.cache.lookup_and_insert(sequence.prompt)
             cached = int(sequence.prompt_tokens * fraction)
         counters.cached_prompt_tokens += cached
-        service = (
-            config.base_ms
-            + (sequence.prompt_tokens - cached) * config.prompt_token_ms
-            + sequence.output_tokens * config.output_token_ms
-        ) / 1000.0
+        service = config.service_seconds(sequence.prompt_tokens - cached, sequence.output_tokens)
         counters.slot_seconds += service
         return service
 
